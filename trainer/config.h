@@ -1,0 +1,104 @@
+// Implements: the run configuration as typed structs, parsed once from YAML plus `--set` overrides
+// and validated in one place. Every error names the key and where it came from (file:line or the
+// --set argument); the resolved config can be written back as YAML.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace gantry {
+
+// A user's mistake in the configuration: one line naming the key and its location.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct RunConfig {
+  std::string dir = "runs/gantry";
+  int64_t seed = 0;
+};
+
+struct GaussianConfig {
+  double mean = 4.0;
+  double std = 1.25;
+};
+
+struct DataConfig {
+  std::string name = "fashion-mnist";  // mnist | fashion-mnist | cifar10 | gaussian1d
+  std::string path;                    // empty: the dataset's default directory
+  std::string split = "train";         // train | test
+  GaussianConfig gaussian;
+};
+
+struct MlpConfig {
+  std::vector<int64_t> g_hidden{256, 512};
+  std::vector<int64_t> d_hidden{512, 256, 128};
+};
+
+struct DcganConfig {
+  int64_t g_width = 64;  // channels of G's last hidden layer (ngf)
+  int64_t d_width = 64;  // channels of D's first layer (ndf)
+};
+
+struct ModelConfig {
+  std::string arch = "dcgan";  // mlp | dcgan
+  int64_t z_dim = 100;
+  MlpConfig mlp;
+  DcganConfig dcgan;
+};
+
+struct TrainConfig {
+  int64_t steps = 1000;       // G updates
+  int64_t batch_size = 64;    // global batch, split evenly across ranks
+  int64_t d_steps = 1;        // D updates per G update
+  std::string loss = "non-saturating";  // minimax | non-saturating | wgan-gp | hinge
+  double gp_weight = 10.0;    // WGAN-GP's lambda
+  int64_t log_every = 50;
+  int64_t sample_every = 500;
+  int64_t consistency_every = 100;
+  int64_t threads = 0;        // intra-op threads per rank; 0 = cores / ranks on this node
+  bool dump_replicas = false; // write every rank's final parameters (replica tests)
+};
+
+struct AdamConfig {
+  double lr = 2e-4;
+  double beta1 = 0.5;
+  double beta2 = 0.999;
+};
+
+struct OptimConfig {
+  AdamConfig g;
+  AdamConfig d;
+};
+
+struct Config {
+  RunConfig run;
+  DataConfig data;
+  ModelConfig model;
+  TrainConfig train;
+  OptimConfig optim;
+
+  // Where each key's value came from ("run.yaml:12", "--set", or "default"), for error messages
+  // raised after parsing, such as a batch size that the world size does not divide.
+  std::map<std::string, std::string> origin;
+  std::string where(const std::string& key) const;
+};
+
+// Parses `file` (may be empty: all defaults), applies `overrides` ("dotted.key=value"), fills in
+// defaults that depend on other keys, and validates. Throws ConfigError.
+Config load_config(const std::string& file, const std::vector<std::string>& overrides);
+
+// The resolved config as YAML, every key included.
+std::string to_yaml(const Config& config);
+
+// Checks that need the job's shape; throws ConfigError naming the key.
+void validate_for_world(const Config& config, int world_size);
+
+// Debian's dataset-fashion-mnist installs here.
+inline constexpr const char* kDebianFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+}  // namespace gantry

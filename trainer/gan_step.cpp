@@ -1,0 +1,97 @@
+// Implements: GanStep (see gan_step.h).
+#include "trainer/gan_step.h"
+
+namespace gantry {
+
+std::vector<torch::Tensor> state_tensors(const torch::nn::Module& module) {
+  std::vector<torch::Tensor> out = module.parameters();
+  for (const auto& b : module.buffers()) out.push_back(b);
+  return out;
+}
+
+namespace {
+
+std::unique_ptr<torch::optim::Adam> make_adam(const torch::nn::Module& m, const AdamConfig& c) {
+  return std::make_unique<torch::optim::Adam>(
+      m.parameters(), torch::optim::AdamOptions(c.lr).betas(std::make_tuple(c.beta1, c.beta2)));
+}
+
+}  // namespace
+
+GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& comm)
+    : models_(std::move(models)),
+      loss_(parse_loss(config.train.loss)),
+      gp_weight_(config.train.gp_weight),
+      comm_(comm) {
+  g_opt_ = make_adam(*models_.g, config.optim.g);
+  d_opt_ = make_adam(*models_.d, config.optim.d);
+  g_reducer_ = comm::make_inline_reducer(comm, models_.g->parameters());
+  d_reducer_ = comm::make_inline_reducer(comm, models_.d->parameters());
+  for (const auto* m : {models_.g.get(), models_.d.get()})
+    for (const auto& b : m->buffers())
+      if (b.is_floating_point()) float_buffers_.push_back(b);
+  stats_ = torch::zeros({kNumStats}, torch::kFloat64);
+}
+
+void GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix) {
+  torch::Tensor fake;
+  {
+    torch::NoGradGuard no_grad;
+    fake = models_.generate(z);
+  }
+  d_opt_->zero_grad();
+  const torch::Tensor real_logits = models_.discriminate(real);
+  const torch::Tensor fake_logits = models_.discriminate(fake);
+  torch::Tensor loss = discriminator_loss(loss_, real_logits, fake_logits);
+  torch::Tensor reported = loss;
+  if (loss_ == LossKind::kWganGp && gp_weight_ > 0) {
+    loss = loss + gp_weight_ * gradient_penalty(models_.discriminate, real, fake, penalty_mix);
+    reported = loss;
+  }
+  d_reducer_->prepare();
+  loss.backward();
+  d_reducer_->finish();
+  d_opt_->step();
+
+  torch::NoGradGuard no_grad;
+  stats_[kDLossSum] += reported.detach().to(torch::kFloat64);
+  stats_[kDRealSum] += torch::sigmoid(real_logits.detach()).mean().to(torch::kFloat64);
+  stats_[kDFakeSum] += torch::sigmoid(fake_logits.detach()).mean().to(torch::kFloat64);
+  stats_[kDUpdates] += 1;
+}
+
+void GanStep::g_update(const torch::Tensor& z) {
+  set_d_trainable(false);
+  g_opt_->zero_grad();
+  const torch::Tensor fake = models_.generate(z);
+  const torch::Tensor loss = generator_loss(loss_, models_.discriminate(fake));
+  g_reducer_->prepare();
+  loss.backward();
+  g_reducer_->finish();
+  g_opt_->step();
+  set_d_trainable(true);
+
+  torch::NoGradGuard no_grad;
+  const torch::Tensor f = fake.detach().to(torch::kFloat64);
+  stats_[kGLossSum] += loss.detach().to(torch::kFloat64);
+  stats_[kGUpdates] += 1;
+  stats_[kFakeSum] += f.sum();
+  stats_[kFakeSqSum] += f.pow(2).sum();
+  stats_[kFakeCount] += f.numel();
+}
+
+void GanStep::sync_buffers() {
+  if (!float_buffers_.empty()) comm_.all_reduce(float_buffers_, comm::ReduceOp::kAverage);
+}
+
+torch::Tensor GanStep::take_stats() {
+  torch::Tensor out = stats_.clone();
+  stats_.zero_();
+  return out;
+}
+
+void GanStep::set_d_trainable(bool trainable) {
+  for (auto& p : models_.d->parameters()) p.set_requires_grad(trainable);
+}
+
+}  // namespace gantry

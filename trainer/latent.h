@@ -1,0 +1,35 @@
+// Implements: the latent z (and WGAN-GP's interpolation weights) of global sample j in draw d,
+// a pure function of (seed, stream, d, j). A rank makes only its rows, and the job's z is the
+// same at any world size.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "datasets/random.h"
+
+namespace gantry {
+
+// Rows first_index .. first_index + n of draw `draw`: [n, dim] standard normals.
+inline torch::Tensor latent_rows(uint64_t seed, uint64_t stream, int64_t draw, int64_t first_index,
+                                 int64_t n, int64_t dim) {
+  torch::Tensor z = torch::empty({n, dim});
+  float* out = z.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    random::Rng rng(random::key({seed, stream, static_cast<uint64_t>(draw), static_cast<uint64_t>(first_index + i)}));
+    rng.fill_normal(out + i * dim, dim);
+  }
+  return z;
+}
+
+// Uniform(0, 1) values, one per row, for WGAN-GP's x_hat = eps * real + (1 - eps) * fake.
+inline torch::Tensor uniform_rows(uint64_t seed, uint64_t stream, int64_t draw, int64_t first_index, int64_t n) {
+  torch::Tensor u = torch::empty({n});
+  float* out = u.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    random::Rng rng(random::key({seed, stream, static_cast<uint64_t>(draw), static_cast<uint64_t>(first_index + i)}));
+    out[i] = static_cast<float>(rng.uniform());
+  }
+  return u;
+}
+
+}  // namespace gantry

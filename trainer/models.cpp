@@ -1,0 +1,156 @@
+// Implements: MLP and DCGAN generators and discriminators, and their initialisation
+// (DCGAN: N(0, 0.02) weights, BatchNorm N(1, 0.02), as Radford et al.).
+#include "trainer/models.h"
+
+namespace gantry {
+namespace nn = torch::nn;
+
+MlpGeneratorImpl::MlpGeneratorImpl(int64_t z_dim, const std::vector<int64_t>& hidden,
+                                   datasets::RecordShape out, bool tanh_output)
+    : shape(out) {
+  nn::Sequential seq;
+  int64_t in = z_dim;
+  for (int64_t width : hidden) {
+    seq->push_back(nn::Linear(in, width));
+    seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)));
+    in = width;
+  }
+  seq->push_back(nn::Linear(in, out.numel()));
+  if (tanh_output) seq->push_back(nn::Tanh());
+  net = register_module("net", seq);
+}
+
+torch::Tensor MlpGeneratorImpl::forward(const torch::Tensor& z) {
+  return net->forward(z).view({z.size(0), shape.channels, shape.height, shape.width});
+}
+
+MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const std::vector<int64_t>& hidden) {
+  nn::Sequential seq;
+  int64_t in = in_shape.numel();
+  for (int64_t width : hidden) {
+    seq->push_back(nn::Linear(in, width));
+    seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)));
+    in = width;
+  }
+  seq->push_back(nn::Linear(in, 1));
+  net = register_module("net", seq);
+}
+
+torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x) {
+  return net->forward(x.flatten(1)).view({-1});
+}
+
+namespace {
+
+nn::ConvTranspose2d up(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
+  return nn::ConvTranspose2d(
+      nn::ConvTranspose2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
+}
+
+nn::Conv2d down(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(bias));
+}
+
+void dcgan_init(nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : module.modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<nn::Conv2d>()) {
+      nn::init::normal_(conv->weight, 0.0, 0.02);
+    } else if (auto* convt = m->as<nn::ConvTranspose2d>()) {
+      nn::init::normal_(convt->weight, 0.0, 0.02);
+    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+      nn::init::normal_(bn->weight, 1.0, 0.02);
+      nn::init::zeros_(bn->bias);
+    }
+  }
+}
+
+bool is_mnist_shape(datasets::RecordShape s) { return s.channels == 1 && s.height == 28 && s.width == 28; }
+bool is_cifar_shape(datasets::RecordShape s) { return s.channels == 3 && s.height == 32 && s.width == 32; }
+
+}  // namespace
+
+DcganGeneratorImpl::DcganGeneratorImpl(int64_t z_dim, int64_t w, datasets::RecordShape out) {
+  nn::Sequential seq;
+  if (is_mnist_shape(out)) {  // 1x1 -> 7x7 -> 14x14 -> 28x28
+    seq->push_back(up(z_dim, 4 * w, 7, 1, 0));
+    seq->push_back(nn::BatchNorm2d(4 * w));
+    seq->push_back(nn::ReLU(true));
+    seq->push_back(up(4 * w, 2 * w, 4, 2, 1));
+    seq->push_back(nn::BatchNorm2d(2 * w));
+    seq->push_back(nn::ReLU(true));
+    seq->push_back(up(2 * w, out.channels, 4, 2, 1));
+  } else {  // 1x1 -> 4x4 -> 8x8 -> 16x16 -> 32x32
+    seq->push_back(up(z_dim, 4 * w, 4, 1, 0));
+    seq->push_back(nn::BatchNorm2d(4 * w));
+    seq->push_back(nn::ReLU(true));
+    seq->push_back(up(4 * w, 2 * w, 4, 2, 1));
+    seq->push_back(nn::BatchNorm2d(2 * w));
+    seq->push_back(nn::ReLU(true));
+    seq->push_back(up(2 * w, w, 4, 2, 1));
+    seq->push_back(nn::BatchNorm2d(w));
+    seq->push_back(nn::ReLU(true));
+    seq->push_back(up(w, out.channels, 4, 2, 1));
+  }
+  seq->push_back(nn::Tanh());
+  net = register_module("net", seq);
+  dcgan_init(*this);
+}
+
+torch::Tensor DcganGeneratorImpl::forward(const torch::Tensor& z) {
+  return net->forward(z.view({z.size(0), z.size(1), 1, 1}));
+}
+
+DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape in, bool batch_norm) {
+  nn::Sequential seq;
+  auto act = [] { return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2).inplace(true)); };
+  auto block = [&](int64_t cin, int64_t cout) {
+    seq->push_back(down(cin, cout, 4, 2, 1, !batch_norm));
+    if (batch_norm) seq->push_back(nn::BatchNorm2d(cout));
+    seq->push_back(act());
+  };
+  seq->push_back(down(in.channels, w, 4, 2, 1, true));
+  seq->push_back(act());
+  if (is_mnist_shape(in)) {  // 28 -> 14 -> 7 -> 1
+    block(w, 2 * w);
+    seq->push_back(down(2 * w, 1, 7, 1, 0, true));
+  } else {  // 32 -> 16 -> 8 -> 4 -> 1
+    block(w, 2 * w);
+    block(2 * w, 4 * w);
+    seq->push_back(down(4 * w, 1, 4, 1, 0, true));
+  }
+  net = register_module("net", seq);
+  dcgan_init(*this);
+}
+
+torch::Tensor DcganDiscriminatorImpl::forward(const torch::Tensor& x) { return net->forward(x).view({-1}); }
+
+GanModels make_models(const Config& config, datasets::RecordShape shape) {
+  torch::manual_seed(static_cast<uint64_t>(config.run.seed));
+  GanModels m;
+  const auto& mc = config.model;
+  if (mc.arch == "mlp") {
+    const bool images = config.data.name != "gaussian1d";
+    MlpGenerator g(mc.z_dim, mc.mlp.g_hidden, shape, images);
+    MlpDiscriminator d(shape, mc.mlp.d_hidden);
+    m.g = g.ptr();
+    m.d = d.ptr();
+    m.generate = [g](const torch::Tensor& z) mutable { return g->forward(z); };
+    m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
+  } else {
+    if (!is_mnist_shape(shape) && !is_cifar_shape(shape))
+      throw ConfigError("config error: " + config.where("model.arch") +
+                        ": model.arch: dcgan supports 28x28x1 and 32x32x3 images, not " +
+                        std::to_string(shape.height) + "x" + std::to_string(shape.width) + "x" +
+                        std::to_string(shape.channels));
+    DcganGenerator g(mc.z_dim, mc.dcgan.g_width, shape);
+    DcganDiscriminator d(mc.dcgan.d_width, shape, config.train.loss != "wgan-gp");
+    m.g = g.ptr();
+    m.d = d.ptr();
+    m.generate = [g](const torch::Tensor& z) mutable { return g->forward(z); };
+    m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
+  }
+  return m;
+}
+
+}  // namespace gantry

@@ -1,0 +1,69 @@
+// Implements: Reporter (see reporter.h).
+#include "trainer/reporter.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace gantry {
+
+Reporter::Reporter(bool active, const std::string& run_dir, int64_t total_steps)
+    : active_(active), tty_(active && isatty(STDOUT_FILENO)), total_steps_(total_steps) {
+  if (active_) {
+    jsonl_.open(run_dir + "/log.jsonl", std::ios::app);
+    if (!jsonl_) throw std::runtime_error("cannot open " + run_dir + "/log.jsonl for writing");
+  }
+}
+
+void Reporter::log(const LogRecord& r) {
+  if (!active_) return;
+  nlohmann::json j = {{"step", r.step},       {"epoch", r.epoch},   {"d_loss", r.d_loss},
+                      {"g_loss", r.g_loss},   {"d_real", r.d_real}, {"d_fake", r.d_fake},
+                      {"img_per_s", r.img_per_s}};
+  if (r.fake_mean) j["fake_mean"] = *r.fake_mean;
+  if (r.fake_std) j["fake_std"] = *r.fake_std;
+  jsonl_ << j.dump() << '\n';
+  jsonl_.flush();
+
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "step %6lld/%lld  epoch %3lld  D loss %.4f  G loss %.4f  D(x) %.3f  D(G(z)) %.3f  %.0f img/s",
+                static_cast<long long>(r.step), static_cast<long long>(total_steps_),
+                static_cast<long long>(r.epoch), r.d_loss, r.g_loss, r.d_real, r.d_fake, r.img_per_s);
+  std::string text = line;
+  if (r.fake_mean) {
+    std::snprintf(line, sizeof line, "  fake mean %.3f std %.3f", *r.fake_mean, *r.fake_std);
+    text += line;
+  }
+  message(text);
+  draw_progress(r.step);
+}
+
+void Reporter::message(const std::string& text) {
+  if (!active_) return;
+  if (bar_drawn_) std::fputs("\r\033[K", stdout);
+  std::fputs(text.c_str(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  bar_drawn_ = false;
+}
+
+void Reporter::draw_progress(int64_t step) {
+  if (!tty_) return;
+  constexpr int kWidth = 40;
+  const double frac = total_steps_ > 0 ? static_cast<double>(step) / total_steps_ : 1.0;
+  const int filled = static_cast<int>(frac * kWidth);
+  std::string bar(filled, '#');
+  bar.resize(kWidth, '.');
+  std::printf("[%s] %3.0f%%", bar.c_str(), frac * 100);
+  std::fflush(stdout);
+  bar_drawn_ = true;
+}
+
+void Reporter::finish() {
+  if (active_ && bar_drawn_) std::fputc('\n', stdout);
+  bar_drawn_ = false;
+}
+
+}  // namespace gantry

@@ -1,0 +1,39 @@
+// Implements: rank 0's view of training: one console line per log interval (with a progress bar
+// on a TTY) and one JSON object per logged step in <run.dir>/log.jsonl. Statistics arrive
+// already averaged across ranks.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace gantry {
+
+struct LogRecord {
+  int64_t step = 0;  // G updates done
+  int64_t epoch = 0;
+  double d_loss = 0, g_loss = 0, d_real = 0, d_fake = 0;
+  double img_per_s = 0;  // real images per second, whole job
+  std::optional<double> fake_mean, fake_std;  // gaussian1d only
+};
+
+class Reporter {
+ public:
+  // Inactive (prints and writes nothing) unless `active`, which is true on rank 0.
+  Reporter(bool active, const std::string& run_dir, int64_t total_steps);
+  void log(const LogRecord& record);
+  void message(const std::string& line);
+  void finish();
+
+ private:
+  void draw_progress(int64_t step);
+
+  bool active_;
+  bool tty_;
+  int64_t total_steps_;
+  std::ofstream jsonl_;
+  bool bar_drawn_ = false;
+};
+
+}  // namespace gantry

@@ -1,0 +1,266 @@
+// Implements: `gantry train`, top to bottom: init -> data and models -> loop (k D updates, one G
+// update, buffer sync, report, samples, replica check) -> final checks, weights and summary.
+#include "trainer/train.h"
+
+#include <sched.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "datasets/stream.h"
+#include "trainer/gan_step.h"
+#include "trainer/images.h"
+#include "trainer/latent.h"
+#include "trainer/reporter.h"
+
+namespace gantry {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void write_file_atomic(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+// Runs `setup` on every rank and makes them agree: if any rank failed, every rank throws
+// JobError with the failure (naming the rank when not all failed alike).
+template <typename Fn>
+void on_all_ranks(comm::Communicator& comm, Fn&& setup) {
+  std::string error;
+  try {
+    setup();
+  } catch (const ConfigError& e) {
+    error = e.what();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  const auto errors = comm.all_gather(error);
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (errors[r].empty()) continue;
+    bool everywhere = true;
+    for (const auto& e : errors) everywhere &= (e == errors[r]);
+    throw JobError(everywhere || errors.size() == 1 ? errors[r] : "rank " + std::to_string(r) + ": " + errors[r]);
+  }
+}
+
+uint64_t checksum(const std::vector<torch::Tensor>& tensors) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const auto& t : tensors) {
+    const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+    const auto* p = static_cast<const uint8_t*>(c.data_ptr());
+    const size_t n = c.numel() * c.element_size();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      h = random::mix64(h ^ w);
+    }
+    for (; i < n; ++i) h = random::mix64(h ^ p[i]);
+  }
+  return h;
+}
+
+std::vector<torch::Tensor> replica_state(const GanModels& m) {
+  std::vector<torch::Tensor> all = state_tensors(*m.g);
+  for (auto& t : state_tensors(*m.d)) all.push_back(t);
+  return all;
+}
+
+// Compares every rank's checksum of all parameters and buffers; throws JobError on divergence.
+void check_replicas(comm::Communicator& comm, const GanModels& models, int64_t step) {
+  const auto sums = comm.all_gather_value<uint64_t>(checksum(replica_state(models)));
+  std::string diverged;
+  for (size_t r = 1; r < sums.size(); ++r)
+    if (sums[r] != sums[0]) diverged += (diverged.empty() ? "" : ", ") + std::to_string(r);
+  if (!diverged.empty())
+    throw JobError("replicas diverged at step " + std::to_string(step) + ": rank(s) " + diverged +
+                   " hold different parameters or buffers than rank 0");
+}
+
+void save_weights(const GanModels& m, const fs::path& path) {
+  c10::Dict<std::string, torch::Tensor> dict;
+  for (const auto& [prefix, module] : {std::pair{"generator.", m.g}, std::pair{"discriminator.", m.d}}) {
+    for (const auto& p : module->named_parameters()) dict.insert(prefix + p.key(), p.value().detach().cpu());
+    for (const auto& b : module->named_buffers()) dict.insert(prefix + b.key(), b.value().detach().cpu());
+  }
+  const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+}
+
+void write_samples(GanModels& m, const torch::Tensor& z_fixed, const fs::path& path) {
+  torch::NoGradGuard no_grad;
+  m.g->eval();
+  const torch::Tensor images = m.generate(z_fixed);
+  m.g->train();
+  write_image_grid(images, 8, 8, path.string());
+}
+
+std::string step_name(int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+  return name;
+}
+
+// Final statistics of a 1-D run from many samples: G's output distribution against the data's,
+// and D's mean output on each. rank 0 only.
+nlohmann::json gaussian_summary(GanModels& m, const Config& config, const datasets::Dataset& data) {
+  constexpr int64_t kSamples = 100000;
+  torch::NoGradGuard no_grad;
+  m.g->eval();
+  m.d->eval();
+  const uint64_t seed = static_cast<uint64_t>(config.run.seed);
+  const torch::Tensor fake = m.generate(latent_rows(seed, random::kFixedLatent, 1, 0, kSamples, config.model.z_dim));
+  std::vector<int64_t> idx(kSamples);
+  for (int64_t i = 0; i < kSamples; ++i) idx[i] = i % data.size();
+  torch::Tensor real = torch::empty({kSamples, 1, 1, 1});
+  data.read(idx.data(), kSamples, real.data_ptr<float>());
+  nlohmann::json j = {
+      {"samples", kSamples},
+      {"data_mean", config.data.gaussian.mean},
+      {"data_std", config.data.gaussian.std},
+      {"fake_mean", fake.mean().item<double>()},
+      {"fake_std", fake.std().item<double>()},
+      {"d_real", torch::sigmoid(m.discriminate(real)).mean().item<double>()},
+      {"d_fake", torch::sigmoid(m.discriminate(fake)).mean().item<double>()},
+  };
+  m.g->train();
+  m.d->train();
+  return j;
+}
+
+}  // namespace
+
+int threads_per_rank(const comm::ProcessInfo& info) {
+  cpu_set_t set;
+  int cores = static_cast<int>(std::thread::hardware_concurrency());
+  if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
+  return std::max(1, cores / std::max(1, info.local_size));
+}
+
+void train(const Config& config, comm::Runtime& runtime) {
+  // ---- init ------------------------------------------------------------------------------------
+  const auto& proc = runtime.info();
+  auto comm = comm::make_mpi_communicator(runtime);
+  const int rank = comm->rank(), world = comm->world_size();
+  const bool rank0 = rank == 0;
+  const fs::path run_dir = config.run.dir;
+  const uint64_t seed = static_cast<uint64_t>(config.run.seed);
+  const int64_t local_batch = config.train.batch_size / world;
+  const int64_t d_steps = config.train.d_steps;
+  torch::set_num_threads(config.train.threads > 0 ? static_cast<int>(config.train.threads) : threads_per_rank(proc));
+
+  // ---- data, models, run directory (every rank must succeed before any collective) -------------
+  std::shared_ptr<datasets::Dataset> dataset;
+  std::unique_ptr<datasets::DataStream> stream;
+  std::unique_ptr<GanStep> gan;
+  std::unique_ptr<Reporter> reporter;
+  on_all_ranks(*comm, [&] {
+    validate_for_world(config, world);
+    datasets::DatasetSpec spec{config.data.name, config.data.path, config.data.split,
+                               config.data.gaussian.mean, config.data.gaussian.std, 1 << 20, seed};
+    dataset = datasets::open_dataset(spec);
+    stream = std::make_unique<datasets::DataStream>(dataset, config.train.batch_size, rank, world, seed);
+    gan = std::make_unique<GanStep>(make_models(config, dataset->shape()), config, *comm);
+    if (rank0) {
+      fs::create_directories(run_dir / "samples");
+      write_file_atomic(run_dir / "config.yaml", to_yaml(config));
+      std::ofstream(run_dir / "log.jsonl", std::ios::trunc);
+    }
+  });
+  on_all_ranks(*comm, [&] { reporter = std::make_unique<Reporter>(rank0, run_dir.string(), config.train.steps); });
+  GanModels& models = gan->models();
+  {  // Every replica starts from rank 0's parameters and buffers.
+    std::vector<torch::Tensor> state = replica_state(models);
+    torch::NoGradGuard no_grad;
+    comm->broadcast(state, 0);
+  }
+  const bool images = config.data.name != "gaussian1d";
+  const torch::Tensor z_fixed = latent_rows(seed, random::kFixedLatent, 0, 0, 64, config.model.z_dim);
+  reporter->message("gantry: " + std::to_string(world) + " rank(s), " + std::to_string(torch::get_num_threads()) +
+                    " thread(s) each, " + dataset->name() + " (" + std::to_string(dataset->size()) +
+                    " records), " + config.model.arch + ", " + config.train.loss + ", global batch " +
+                    std::to_string(config.train.batch_size) + ", run dir " + run_dir.string());
+
+  // ---- training loop ---------------------------------------------------------------------------
+  const auto start = Clock::now();
+  auto last_log = start;
+  int64_t last_log_step = 0;
+  for (int64_t step = 0; step < config.train.steps; ++step) {
+    const int64_t first = static_cast<int64_t>(rank) * local_batch;  // this rank's first global row
+    for (int64_t k = 0; k < d_steps; ++k) {
+      const int64_t draw = step * (d_steps + 1) + k;
+      gan->d_update(stream->next(),
+                    latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim),
+                    uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch));
+    }
+    gan->g_update(latent_rows(seed, random::kLatent, step * (d_steps + 1) + d_steps, first, local_batch,
+                              config.model.z_dim));
+    gan->sync_buffers();
+    const int64_t done = step + 1;
+    const bool last = done == config.train.steps;
+
+    if (config.train.log_every > 0 && (done % config.train.log_every == 0 || last)) {
+      torch::Tensor stats = gan->take_stats();
+      comm->all_reduce(stats, comm::ReduceOp::kSum);
+      const auto s = stats.accessor<double, 1>();
+      const auto now = Clock::now();
+      const double seconds = std::chrono::duration<double>(now - last_log).count();
+      LogRecord r;
+      r.step = done;
+      r.epoch = stream->position().epoch;
+      r.d_loss = s[kDLossSum] / s[kDUpdates];
+      r.g_loss = s[kGLossSum] / s[kGUpdates];
+      r.d_real = s[kDRealSum] / s[kDUpdates];
+      r.d_fake = s[kDFakeSum] / s[kDUpdates];
+      r.img_per_s = static_cast<double>((done - last_log_step) * d_steps * config.train.batch_size) / seconds;
+      if (!images) {
+        const double mean = s[kFakeSum] / s[kFakeCount];
+        r.fake_mean = mean;
+        r.fake_std = std::sqrt(std::max(0.0, s[kFakeSqSum] / s[kFakeCount] - mean * mean));
+      }
+      reporter->log(r);
+      last_log = now;
+      last_log_step = done;
+    }
+    if (rank0 && images && config.train.sample_every > 0 && (done % config.train.sample_every == 0 || last))
+      write_samples(models, z_fixed, run_dir / "samples" / (step_name(done) + ".png"));
+    if (config.train.consistency_every > 0 && done % config.train.consistency_every == 0)
+      check_replicas(*comm, models, done);
+  }
+
+  // ---- finish ----------------------------------------------------------------------------------
+  check_replicas(*comm, models, config.train.steps);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (config.train.dump_replicas) {
+    fs::create_directories(run_dir / "replicas");
+    save_weights(models, run_dir / "replicas" / ("rank-" + std::to_string(rank) + ".pt"));
+  }
+  if (rank0) {
+    save_weights(models, run_dir / "final.pt");
+    nlohmann::json summary = {
+        {"steps", config.train.steps},
+        {"world_size", world},
+        {"seconds", seconds},
+        {"img_per_s", static_cast<double>(config.train.steps * d_steps * config.train.batch_size) / seconds},
+        {"checksum", checksum(replica_state(models))},
+    };
+    if (!images) summary["gaussian"] = gaussian_summary(models, config, *dataset);
+    write_file_atomic(run_dir / "summary.json", summary.dump(2) + "\n");
+  }
+  reporter->finish();
+  reporter->message("gantry: done, " + std::to_string(config.train.steps) + " steps in " +
+                    std::to_string(static_cast<int>(seconds)) + " s; weights in " + (run_dir / "final.pt").string());
+  comm->barrier();
+}
+
+}  // namespace gantry
