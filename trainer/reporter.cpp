@@ -4,12 +4,29 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace gantry {
 
+namespace {
+
+// A progress bar only on a real terminal. mpirun and srun hand ranks a pseudo-terminal even when
+// their own output goes to a file, so under a launcher the bar needs GANTRY_PROGRESS=1.
+bool want_progress_bar() {
+  const char* forced = std::getenv("GANTRY_PROGRESS");
+  if (forced) return std::strcmp(forced, "1") == 0;
+  if (!isatty(STDOUT_FILENO)) return false;
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID"})
+    if (std::getenv(var)) return false;
+  return true;
+}
+
+}  // namespace
+
 Reporter::Reporter(bool active, const std::string& run_dir, int64_t total_steps)
-    : active_(active), tty_(active && isatty(STDOUT_FILENO)), total_steps_(total_steps) {
+    : active_(active), tty_(active && want_progress_bar()), total_steps_(total_steps) {
   if (active_) {
     jsonl_.open(run_dir + "/log.jsonl", std::ios::app);
     if (!jsonl_) throw std::runtime_error("cannot open " + run_dir + "/log.jsonl for writing");
