@@ -317,20 +317,38 @@ void validate_for_world(const Config& config, int world_size) {
 }
 
 std::string to_yaml(const Config& config) {
-  YAML::Node root;
+  // The schema's dotted keys as a tree in schema order, then emitted section by section.
+  struct Tree {
+    std::vector<std::pair<std::string, Tree>> children;
+    YAML::Node value;
+  };
+  Tree root;
   for (const auto& f : schema()) {
-    std::vector<std::string> parts;
+    Tree* node = &root;
     std::stringstream ss(f.key);
-    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
-    // yaml-cpp's operator[] returns nodes by value, so walk with reset-able handles.
-    std::vector<YAML::Node> path{root};
-    for (size_t i = 0; i + 1 < parts.size(); ++i) path.push_back(path.back()[parts[i]]);
-    YAML::Node value = f.get(config);
-    if (value.IsSequence()) value.SetStyle(YAML::EmitterStyle::Flow);
-    path.back()[parts.back()] = value;
+    for (std::string part; std::getline(ss, part, '.');) {
+      auto it = std::find_if(node->children.begin(), node->children.end(),
+                             [&](const auto& c) { return c.first == part; });
+      if (it == node->children.end()) it = node->children.insert(node->children.end(), {part, Tree{}});
+      node = &it->second;
+    }
+    node->value = f.get(config);
   }
   YAML::Emitter out;
-  out << root;
+  std::function<void(const Tree&)> emit = [&](const Tree& t) {
+    out << YAML::BeginMap;
+    for (const auto& [name, child] : t.children) {
+      out << YAML::Key << name << YAML::Value;
+      if (child.children.empty()) {
+        if (child.value.IsSequence()) out << YAML::Flow;
+        out << child.value;
+      } else {
+        emit(child);
+      }
+    }
+    out << YAML::EndMap;
+  };
+  emit(root);
   return std::string("# The resolved configuration of this run, every key included.\n") + out.c_str() + "\n";
 }
 

@@ -1,0 +1,113 @@
+// Tests (e2e): assertions on the outputs of real `gantry train` runs that CTest ran just before
+// (see tests/CMakeLists.txt): world-size invariance, the 1-D GAN reaching the theory's optimum,
+// and bit-identical replicas. GANTRY_E2E_DIR names the folder holding the runs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+fs::path run(const std::string& name) {
+  const char* dir = std::getenv("GANTRY_E2E_DIR");
+  if (!dir) throw std::runtime_error("GANTRY_E2E_DIR is not set");
+  return fs::path(dir) / name;
+}
+
+std::vector<json> read_log(const fs::path& dir) {
+  std::ifstream in(dir / "log.jsonl");
+  if (!in) throw std::runtime_error("no " + (dir / "log.jsonl").string());
+  std::vector<json> out;
+  for (std::string line; std::getline(in, line);) out.push_back(json::parse(line));
+  return out;
+}
+
+std::map<std::string, torch::Tensor> read_weights(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw std::runtime_error("no " + file.string());
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& item : torch::pickle_load(bytes).toGenericDict())
+    out[item.key().toStringRef()] = item.value().toTensor();
+  return out;
+}
+
+double rel_diff(double a, double b) { return std::abs(a - b) / std::max(std::abs(a), 1e-12); }
+
+}  // namespace
+
+// mlp, 20 steps, global batch 96 on np = 1, 2, 3.
+TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
+  const auto one = read_log(run("invariance-np1"));
+  ASSERT_EQ(one.size(), 20u);
+  for (const char* other : {"invariance-np2", "invariance-np3"}) {
+    const auto log = read_log(run(other));
+    ASSERT_EQ(log.size(), one.size()) << other;
+    for (size_t i = 0; i < one.size(); ++i) {
+      ASSERT_EQ(log[i]["step"], one[i]["step"]);
+      for (const char* key : {"d_loss", "g_loss", "d_real", "d_fake"})
+        EXPECT_LT(rel_diff(log[i][key].get<double>(), one[i][key].get<double>()), 1e-4)
+            << other << " step " << one[i]["step"] << " " << key << ": " << log[i][key] << " vs " << one[i][key];
+    }
+  }
+}
+
+// Ranks sum gradients in another order (and with other thread counts) than one process does, so
+// parameters differ in the last bits, and Adam's normalised step can turn the rounding of a
+// near-zero gradient into up to lr per step: 20 steps x lr 2e-4 bounds a difference at 4e-3.
+// Tolerance: max |diff| <= 5e-4 and mean |diff| <= 1e-5 per tensor (measured on 2 cores:
+// max 3.3e-5, mean 6.6e-7 for np=2; max 4.6e-6, mean 9.4e-8 for np=3).
+TEST(WorldSizeInvariance, FinalParametersAgree) {
+  const auto one = read_weights(run("invariance-np1") / "final.pt");
+  ASSERT_FALSE(one.empty());
+  for (const char* other : {"invariance-np2", "invariance-np3"}) {
+    const auto w = read_weights(run(other) / "final.pt");
+    ASSERT_EQ(w.size(), one.size());
+    for (const auto& [name, t] : one) {
+      ASSERT_TRUE(w.count(name)) << name;
+      const torch::Tensor diff = (w.at(name) - t).abs();
+      EXPECT_LE(diff.max().item<double>(), 5e-4) << other << " " << name;
+      EXPECT_LE(diff.mean().item<double>(), 1e-5) << other << " " << name;
+    }
+  }
+}
+
+// gaussian1d on np = 2: G matches the data and D sits at the optimum D* = 1/2.
+TEST(GanTheory, OneDimensionalGaussianReachesTheOptimum) {
+  std::ifstream in(run("gaussian1d-np2") / "summary.json");
+  ASSERT_TRUE(in) << "no summary.json";
+  const json s = json::parse(in);
+  const json g = s.at("gaussian");
+  const double mean = g["data_mean"], std = g["data_std"];
+  EXPECT_EQ(s["world_size"], 2);
+  EXPECT_LT(std::abs(g["fake_mean"].get<double>() - mean), 0.1 * std) << g.dump();
+  EXPECT_LT(std::abs(g["fake_std"].get<double>() - std), 0.1 * std) << g.dump();
+  EXPECT_NEAR(g["d_real"].get<double>(), 0.5, 0.1) << g.dump();
+  EXPECT_NEAR(g["d_fake"].get<double>(), 0.5, 0.1) << g.dump();
+  // The log's last interval agrees: D(x) near 1/2 on the training batches too.
+  const auto log = read_log(run("gaussian1d-np2"));
+  EXPECT_NEAR(log.back()["d_real"].get<double>(), 0.5, 0.1);
+}
+
+// dcgan with BatchNorm on np = 2: every parameter and buffer is bit-identical across ranks.
+TEST(Replicas, BitIdenticalAfterATwoRankRun) {
+  const auto a = read_weights(run("replicas-np2") / "replicas" / "rank-0.pt");
+  const auto b = read_weights(run("replicas-np2") / "replicas" / "rank-1.pt");
+  ASSERT_EQ(a.size(), b.size());
+  int buffers = 0;
+  for (const auto& [name, t] : a) {
+    ASSERT_TRUE(b.count(name)) << name;
+    EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+    buffers += name.find("running_mean") != std::string::npos;
+  }
+  EXPECT_GT(buffers, 0) << "the replica run should include BatchNorm buffers";
+  // The ranks saw different data, so training really moved them together (not merely twice the same).
+  EXPECT_GT(read_log(run("replicas-np2")).size(), 0u);
+}

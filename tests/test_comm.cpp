@@ -1,0 +1,121 @@
+// Tests (run under mpirun -np 2 and -np 3): the MPI communicator's collectives and the inline
+// gradient reducer, with exact expected values.
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "comm/communicator.h"
+#include "comm/reducer.h"
+
+using namespace gantry::comm;
+
+namespace {
+Runtime* g_runtime = nullptr;
+
+std::unique_ptr<Communicator> make() { return make_mpi_communicator(*g_runtime); }
+}  // namespace
+
+TEST(MpiCommunicator, RanksAndLocalRanks) {
+  auto comm = make();
+  const auto& info = g_runtime->info();
+  EXPECT_EQ(comm->rank(), info.rank);
+  EXPECT_EQ(comm->world_size(), info.world_size);
+  // Everything runs on one node here, so local ranks are the ranks.
+  EXPECT_EQ(info.local_rank, info.rank);
+  EXPECT_EQ(info.local_size, info.world_size);
+  EXPECT_EQ(comm->backend_name(), "mpi");
+}
+
+TEST(MpiCommunicator, AllReduceSumAndAverageAreExact) {
+  auto comm = make();
+  const int n = comm->world_size(), r = comm->rank();
+  torch::Tensor t = torch::full({1000}, static_cast<float>(r));
+  comm->all_reduce(t, ReduceOp::kSum);
+  EXPECT_TRUE(torch::equal(t, torch::full({1000}, n * (n - 1) / 2.0f)));
+
+  torch::Tensor a = torch::arange(10, torch::kFloat64) * (r + 1);
+  comm->all_reduce(a, ReduceOp::kAverage);
+  // mean over ranks of (r + 1) * i = i * (n + 1) / 2
+  EXPECT_TRUE(torch::allclose(a, torch::arange(10, torch::kFloat64) * ((n + 1) / 2.0), 0, 1e-12));
+}
+
+TEST(MpiCommunicator, AllReduceOfAMixedListCoalescesPerDtype) {
+  auto comm = make();
+  const int n = comm->world_size(), r = comm->rank();
+  std::vector<torch::Tensor> list{torch::full({3, 4}, r + 1.0f), torch::full({7}, int64_t{r}),
+                                  torch::full({2, 2, 2}, 2.0f * r), torch::full({5}, 0.5 * r, torch::kFloat64)};
+  comm->all_reduce(list, ReduceOp::kSum);
+  const double ranks = n * (n - 1) / 2.0;
+  EXPECT_TRUE(torch::equal(list[0], torch::full({3, 4}, static_cast<float>(ranks + n))));
+  EXPECT_TRUE(torch::equal(list[1], torch::full({7}, static_cast<int64_t>(ranks))));
+  EXPECT_TRUE(torch::equal(list[2], torch::full({2, 2, 2}, static_cast<float>(2 * ranks))));
+  EXPECT_TRUE(torch::equal(list[3], torch::full({5}, 0.5 * ranks, torch::kFloat64)));
+  EXPECT_EQ(list[0].sizes(), (std::vector<int64_t>{3, 4}));  // shapes survive the flat buffer
+}
+
+TEST(MpiCommunicator, BroadcastFromAnyRoot) {
+  auto comm = make();
+  const int n = comm->world_size(), r = comm->rank();
+  for (int root = 0; root < n; ++root) {
+    std::vector<torch::Tensor> list{torch::full({4}, static_cast<float>(r)), torch::full({2}, int64_t{10 * r})};
+    comm->broadcast(list, root);
+    EXPECT_TRUE(torch::equal(list[0], torch::full({4}, static_cast<float>(root))));
+    EXPECT_TRUE(torch::equal(list[1], torch::full({2}, int64_t{10 * root})));
+  }
+}
+
+TEST(MpiCommunicator, AllGatherOfValuesAndStrings) {
+  auto comm = make();
+  const int n = comm->world_size(), r = comm->rank();
+  const auto values = comm->all_gather_value<uint64_t>(1000 + r);
+  ASSERT_EQ(static_cast<int>(values.size()), n);
+  for (int i = 0; i < n; ++i) EXPECT_EQ(values[i], 1000u + i);
+  const auto strings = comm->all_gather(std::string(r, 'x'));  // rank 0 sends nothing
+  for (int i = 0; i < n; ++i) EXPECT_EQ(strings[i], std::string(i, 'x'));
+  comm->barrier();
+}
+
+TEST(MpiCommunicator, StridedTensorsAreRefusedWithAClearError) {
+  auto comm = make();
+  torch::Tensor strided = torch::zeros({4, 4}).select(1, 0);
+  try {
+    comm->all_reduce(strided, ReduceOp::kSum);
+    FAIL() << "a strided tensor was accepted";
+  } catch (const CommError& e) {
+    EXPECT_NE(std::string(e.what()).find("contiguous"), std::string::npos);
+  }
+}
+
+TEST(InlineReducer, AveragesGradientsAndZeroFillsUnusedOnes) {
+  auto comm = make();
+  const int n = comm->world_size(), r = comm->rank();
+  torch::Tensor used = torch::zeros({3}, torch::requires_grad());
+  torch::Tensor unused = torch::zeros({2}, torch::requires_grad());
+  auto reducer = make_inline_reducer(*comm, {used, unused});
+  reducer->prepare();
+  ((r + 1.0) * used.sum()).backward();  // grad = r + 1 on each rank
+  reducer->finish();
+  EXPECT_TRUE(torch::allclose(used.grad(), torch::full({3}, (n + 1) / 2.0f)));
+  ASSERT_TRUE(unused.grad().defined());
+  EXPECT_TRUE(torch::equal(unused.grad(), torch::zeros({2})));
+  EXPECT_EQ(reducer->bytes_reduced(), 5 * 4);
+}
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  Runtime runtime(&argc, &argv);
+  g_runtime = &runtime;
+  // Only rank 0 prints the usual report; every rank's failures still fail the run.
+  if (runtime.info().rank != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  const int rc = RUN_ALL_TESTS();
+  // A failure on any rank fails every rank, so mpirun reports it.
+  int failed = rc != 0;
+  auto comm = make();
+  const auto all = comm->all_gather_value<int>(failed);
+  for (int f : all) failed |= f;
+  if (failed && runtime.info().rank == 0) std::fprintf(stderr, "comm tests failed on some rank\n");
+  return failed;
+}

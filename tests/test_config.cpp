@@ -1,0 +1,167 @@
+// Tests: config parsing and validation. Every kind of mistake names the key and its location.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "trainer/config.h"
+
+namespace fs = std::filesystem;
+using gantry::Config;
+using gantry::ConfigError;
+using gantry::load_config;
+
+namespace {
+
+std::string write_yaml(const std::string& name, const std::string& text) {
+  const fs::path dir = fs::temp_directory_path() / "gantry-test-config";
+  fs::create_directories(dir);
+  const fs::path p = dir / name;
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+// The message of the ConfigError that load_config throws, or "" if it throws none.
+std::string error_of(const std::string& file, const std::vector<std::string>& overrides = {}) {
+  try {
+    load_config(file, overrides);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, DefaultsAndValuesFromFile) {
+  const auto f = write_yaml("ok.yaml",
+                            "run:\n  dir: /tmp/x\n  seed: 7\n"
+                            "train:\n  steps: 12\n  batch_size: 96\n  loss: hinge\n"
+                            "optim:\n  d: {lr: 1.0e-4, beta1: 0.0, beta2: 0.9}\n"
+                            "model:\n  arch: mlp\n  mlp:\n    g_hidden: [8, 16]\n");
+  const Config c = load_config(f, {});
+  EXPECT_EQ(c.run.dir, "/tmp/x");
+  EXPECT_EQ(c.run.seed, 7);
+  EXPECT_EQ(c.train.steps, 12);
+  EXPECT_EQ(c.train.batch_size, 96);
+  EXPECT_EQ(c.train.loss, "hinge");
+  EXPECT_DOUBLE_EQ(c.optim.d.lr, 1e-4);
+  EXPECT_DOUBLE_EQ(c.optim.d.beta1, 0.0);
+  EXPECT_DOUBLE_EQ(c.optim.g.lr, 2e-4);  // default
+  EXPECT_EQ(c.model.mlp.g_hidden, (std::vector<int64_t>{8, 16}));
+  EXPECT_EQ(c.data.path, gantry::kDebianFashionMnistDir);  // fashion-mnist default
+  EXPECT_EQ(c.where("train.steps"), f + ":5");
+}
+
+TEST(Config, UnknownKeyNamesKeyAndLineAndSuggests) {
+  const auto f = write_yaml("unknown.yaml", "train:\n  steps: 3\n  stepz: 4\n");
+  const std::string e = error_of(f);
+  EXPECT_NE(e.find(f + ":3"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown key 'train.stepz'"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean 'train.steps'"), std::string::npos) << e;
+}
+
+TEST(Config, UnknownSectionIsAnError) {
+  const auto f = write_yaml("section.yaml", "run:\n  seed: 1\ntrainer:\n  steps: 3\n");
+  const std::string e = error_of(f);
+  EXPECT_NE(e.find(f + ":3"), std::string::npos) << e;
+  EXPECT_NE(e.find("'trainer'"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypeNamesKeyAndLine) {
+  const auto f = write_yaml("type.yaml", "run:\n  seed: 1\ntrain:\n  batch_size: lots\n");
+  const std::string e = error_of(f);
+  EXPECT_NE(e.find(f + ":4"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.batch_size"), std::string::npos) << e;
+  EXPECT_NE(e.find("expected an integer, got 'lots'"), std::string::npos) << e;
+
+  const auto g = write_yaml("type2.yaml", "train:\n  steps: 2.5\n");
+  EXPECT_NE(error_of(g).find("train.steps: expected an integer, got '2.5'"), std::string::npos);
+  const auto h = write_yaml("type3.yaml", "model:\n  mlp:\n    g_hidden: 5\n");
+  EXPECT_NE(error_of(h).find(h + ":3: model.mlp.g_hidden: expected a list"), std::string::npos) << error_of(h);
+}
+
+TEST(Config, OutOfRangeNamesKeyAndLine) {
+  const auto f = write_yaml("range.yaml", "optim:\n  g:\n    lr: -0.1\n");
+  const std::string e = error_of(f);
+  EXPECT_NE(e.find(f + ":3: optim.g.lr: must be positive"), std::string::npos) << e;
+  const auto g = write_yaml("range2.yaml", "train:\n  d_steps: 0\n");
+  EXPECT_NE(error_of(g).find(g + ":2: train.d_steps: must be at least 1"), std::string::npos);
+  const auto h = write_yaml("range3.yaml", "train:\n  loss: wasserstein\n");
+  EXPECT_NE(error_of(h).find("train.loss: must be one of minimax, non-saturating, wgan-gp, hinge"),
+            std::string::npos);
+  const auto i = write_yaml("range4.yaml", "optim:\n  d:\n    beta2: 1.0\n");
+  EXPECT_NE(error_of(i).find(i + ":3: optim.d.beta2: must be in [0, 1)"), std::string::npos) << error_of(i);
+}
+
+TEST(Config, SetOverridesAndItsErrors) {
+  const auto f = write_yaml("set.yaml", "train:\n  steps: 3\n");
+  const Config c = load_config(f, {"train.steps=300", "model.arch=mlp", "model.mlp.d_hidden=[4, 2]"});
+  EXPECT_EQ(c.train.steps, 300);
+  EXPECT_EQ(c.model.arch, "mlp");
+  EXPECT_EQ(c.model.mlp.d_hidden, (std::vector<int64_t>{4, 2}));
+  EXPECT_EQ(c.where("train.steps"), "--set train.steps=300");
+
+  EXPECT_NE(error_of(f, {"train.stpes=3"}).find("--set train.stpes=3: unknown key 'train.stpes' (did you mean 'train.steps'?)"),
+            std::string::npos);
+  EXPECT_NE(error_of(f, {"train.steps=many"}).find("--set train.steps=many: train.steps: expected an integer"),
+            std::string::npos);
+  EXPECT_NE(error_of(f, {"train.steps"}).find("expected --set key=value"), std::string::npos);
+}
+
+TEST(Config, SyntaxErrorNamesLine) {
+  const auto f = write_yaml("syntax.yaml", "train:\n  steps: 3\n  batch_size: [1, 2\n");
+  const std::string e = error_of(f);
+  EXPECT_NE(e.find(f + ":"), std::string::npos) << e;
+  EXPECT_NE(e.find("YAML syntax"), std::string::npos) << e;
+  EXPECT_NE(error_of("/nonexistent/run.yaml").find("/nonexistent/run.yaml: cannot open"), std::string::npos);
+}
+
+TEST(Config, CrossKeyChecks) {
+  const auto f = write_yaml("cross.yaml", "data:\n  name: gaussian1d\nmodel:\n  arch: dcgan\n");
+  EXPECT_NE(error_of(f).find(f + ":4: model.arch: gaussian1d data needs model.arch mlp"), std::string::npos)
+      << error_of(f);
+}
+
+TEST(Config, BatchNotDivisibleByWorldNamesKey) {
+  const auto f = write_yaml("batch.yaml", "train:\n  batch_size: 95\n");
+  const Config c = load_config(f, {});
+  EXPECT_NO_THROW(gantry::validate_for_world(c, 1));
+  EXPECT_NO_THROW(gantry::validate_for_world(c, 5));
+  try {
+    gantry::validate_for_world(c, 2);
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(f + ":2: train.batch_size: 95 is not divisible by the world size 2"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Config, ResolvedConfigRoundTrips) {
+  const auto f = write_yaml("round.yaml", "train:\n  steps: 5\n  loss: wgan-gp\nmodel:\n  arch: mlp\n");
+  const Config a = load_config(f, {"optim.g.lr=0.003"});
+  const auto dumped = write_yaml("dumped.yaml", gantry::to_yaml(a));
+  const Config b = load_config(dumped, {});
+  EXPECT_EQ(gantry::to_yaml(a), gantry::to_yaml(b));
+  EXPECT_DOUBLE_EQ(b.optim.g.lr, 0.003);
+  EXPECT_EQ(b.train.loss, "wgan-gp");
+}
+
+TEST(Config, ShippedConfigsParseAndSwitch) {
+  int seen = 0;
+  for (const auto& entry : fs::directory_iterator(GANTRY_CONFIG_DIR)) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++seen;
+    const std::string f = entry.path().string();
+    EXPECT_NO_THROW(load_config(f, {})) << f;
+    if (load_config(f, {}).data.name != "gaussian1d") {
+      EXPECT_NO_THROW(load_config(f, {"model.arch=mlp"})) << f;
+      EXPECT_NO_THROW(load_config(f, {"model.arch=dcgan"})) << f;
+      EXPECT_NO_THROW(load_config(f, {"data.name=mnist"})) << f;
+      EXPECT_NO_THROW(load_config(f, {"data.name=cifar10"})) << f;
+      EXPECT_EQ(load_config(f, {"data.name=mnist"}).data.path, "data/mnist") << f;
+    }
+  }
+  EXPECT_GE(seen, 2);
+}

@@ -1,0 +1,94 @@
+// Tests: the losses' exact values where the maths gives them, WGAN-GP's penalty on a linear
+// critic, and the architectures' shapes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "trainer/losses.h"
+#include "trainer/models.h"
+
+using namespace gantry;
+
+TEST(Losses, ExactValuesAtKnownLogits) {
+  const torch::Tensor zero = torch::zeros({4});
+  const double log2 = std::log(2.0);
+  // D(x) = D(G(z)) = 1/2: each log term is log 1/2.
+  EXPECT_NEAR(discriminator_loss(LossKind::kMinimax, zero, zero).item<double>(), 2 * log2, 1e-7);
+  EXPECT_NEAR(discriminator_loss(LossKind::kNonSaturating, zero, zero).item<double>(), 2 * log2, 1e-7);
+  EXPECT_NEAR(generator_loss(LossKind::kMinimax, zero).item<double>(), -log2, 1e-7);
+  EXPECT_NEAR(generator_loss(LossKind::kNonSaturating, zero).item<double>(), log2, 1e-7);
+  EXPECT_NEAR(discriminator_loss(LossKind::kHinge, zero, zero).item<double>(), 2.0, 1e-7);
+
+  const torch::Tensor real = torch::tensor({2.0f, 0.5f}), fake = torch::tensor({-1.0f, 3.0f});
+  // softplus(-r) + softplus(f), averaged.
+  const double expected = (std::log1p(std::exp(-2.0)) + std::log1p(std::exp(-0.5))) / 2 +
+                          (std::log1p(std::exp(-1.0)) + std::log1p(std::exp(3.0))) / 2;
+  EXPECT_NEAR(discriminator_loss(LossKind::kMinimax, real, fake).item<double>(), expected, 1e-6);
+  EXPECT_NEAR(discriminator_loss(LossKind::kWganGp, real, fake).item<double>(), 1.0 - 1.25, 1e-6);
+  // relu(1 - r) + relu(1 + f): (0 + 0.5)/2 + (0 + 4)/2.
+  EXPECT_NEAR(discriminator_loss(LossKind::kHinge, real, fake).item<double>(), 2.25, 1e-6);
+  EXPECT_NEAR(generator_loss(LossKind::kHinge, fake).item<double>(), -1.0, 1e-6);
+  EXPECT_NEAR(generator_loss(LossKind::kNonSaturating, fake).item<double>(),
+              (std::log1p(std::exp(1.0)) + std::log1p(std::exp(-3.0))) / 2, 1e-6);
+}
+
+TEST(Losses, StableForHugeLogits) {
+  const torch::Tensor big = torch::tensor({1e4f, -1e4f});
+  for (auto kind : {LossKind::kMinimax, LossKind::kNonSaturating}) {
+    EXPECT_TRUE(std::isfinite(discriminator_loss(kind, big, big).item<double>()));
+    EXPECT_TRUE(std::isfinite(generator_loss(kind, big).item<double>()));
+  }
+  // D certain and right: the loss is 0 to float precision, not NaN.
+  EXPECT_NEAR(discriminator_loss(LossKind::kMinimax, torch::tensor({1e4f}), torch::tensor({-1e4f})).item<double>(), 0.0, 1e-6);
+}
+
+TEST(Losses, GradientPenaltyOfALinearCriticIsExact) {
+  // D(x) = w . x has gradient w everywhere, so the penalty is (||w|| - 1)^2 for any x_hat.
+  const torch::Tensor w = torch::tensor({3.0f, 4.0f}).requires_grad_(true);  // ||w|| = 5
+  auto critic = [&](const torch::Tensor& x) { return (x.flatten(1) * w).sum(1); };
+  const torch::Tensor real = torch::randn({6, 2}), fake = torch::randn({6, 2}), eps = torch::rand({6});
+  const torch::Tensor gp = gradient_penalty(critic, real, fake, eps);
+  EXPECT_NEAR(gp.item<double>(), 16.0, 1e-5);
+  // Double backward: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||.
+  gp.backward();
+  EXPECT_NEAR(w.grad()[0].item<double>(), 2 * 4 * 3 / 5.0, 1e-4);
+  EXPECT_NEAR(w.grad()[1].item<double>(), 2 * 4 * 4 / 5.0, 1e-4);
+}
+
+TEST(Models, ShapesForEveryArchitectureAndDataset) {
+  Config c;
+  c.model.z_dim = 16;
+  c.model.dcgan.g_width = 8;
+  c.model.dcgan.d_width = 8;
+  for (const auto& arch : {"mlp", "dcgan"}) {
+    for (datasets::RecordShape shape : {datasets::RecordShape{1, 28, 28}, datasets::RecordShape{3, 32, 32}}) {
+      c.model.arch = arch;
+      GanModels m = make_models(c, shape);
+      const torch::Tensor x = m.generate(torch::randn({5, 16}));
+      EXPECT_EQ(x.sizes(), (std::vector<int64_t>{5, shape.channels, shape.height, shape.width})) << arch;
+      EXPECT_LE(x.abs().max().item<float>(), 1.0f);  // tanh output
+      EXPECT_EQ(m.discriminate(x).sizes(), (std::vector<int64_t>{5})) << arch;
+    }
+  }
+  c.model.arch = "mlp";
+  GanModels m = make_models(c, {1, 28, 28});
+  int64_t g_params = 0;
+  for (const auto& p : m.g->parameters()) g_params += p.numel();
+  // z -> 256 -> 512 -> 784 with biases.
+  EXPECT_EQ(g_params, (16 * 256 + 256) + (256 * 512 + 512) + (512 * 784 + 784));
+  int64_t d_params = 0;
+  for (const auto& p : m.d->parameters()) d_params += p.numel();
+  EXPECT_EQ(d_params, (784 * 512 + 512) + (512 * 256 + 256) + (256 * 128 + 128) + (128 + 1));
+}
+
+TEST(Models, SameSeedSameInitialisation) {
+  Config c;
+  c.model.arch = "dcgan";
+  c.run.seed = 5;
+  GanModels a = make_models(c, {1, 28, 28}), b = make_models(c, {1, 28, 28});
+  const auto pa = a.g->parameters(), pb = b.g->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i]));
+  c.model.arch = "dcgan";
+  c.data.name = "fashion-mnist";
+  EXPECT_THROW(make_models(c, {1, 20, 20}), ConfigError);
+}
