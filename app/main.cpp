@@ -9,24 +9,34 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "gantry_version.h"
+#include "trainer/checkpoint.h"
 #include "trainer/config.h"
+#include "trainer/inspect.h"
 #include "trainer/train.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: gantry train --config FILE [--set key=value]... [--print-config]\n"
+    "usage: gantry train --config FILE [--set key=value]... [--resume auto|CKPT] [--print-config]\n"
+    "       gantry inspect CKPT [--against CKPT2]\n"
     "\n"
     "  Trains a GAN, data-parallel over every process of the launch (mpirun -np N, srun, or one\n"
     "  process on its own). Keys are dotted, as in the YAML file: --set train.steps=300.\n"
     "\n"
     "  --config FILE    YAML run configuration (see configs/)\n"
     "  --set key=value  override one key; may repeat\n"
-    "  --print-config   print the resolved configuration and exit\n";
+    "  --resume auto    continue from the newest checkpoint in <run.dir>/checkpoints that verifies\n"
+    "                   (none: start at step 0); --resume CKPT: that checkpoint, or fail\n"
+    "  --print-config   print the resolved configuration and exit\n"
+    "\n"
+    "  inspect prints a checkpoint's summary and its digest (the same whatever world size saved\n"
+    "  it); --against prints the largest difference per tensor group between two checkpoints.\n";
 
 struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;
+  std::string resume;
   bool print_config = false;
 };
 
@@ -46,6 +56,8 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (a.rfind("--config=", 0) == 0) args.config = a.substr(9);
     else if (a == "--set") args.overrides.push_back(value("--set"));
     else if (a.rfind("--set=", 0) == 0) args.overrides.push_back(a.substr(6));
+    else if (a == "--resume") args.resume = value("--resume");
+    else if (a.rfind("--resume=", 0) == 0) args.resume = a.substr(9);
     else if (a == "--print-config") args.print_config = true;
     else throw UsageError("unknown argument '" + a + "'");
   }
@@ -69,6 +81,22 @@ int main(int argc, char** argv) {
     std::printf("gantry %s\n", GANTRY_VERSION);
     return 0;
   }
+  if (!std::strcmp(argv[1], "inspect")) {
+    try {
+      if (argc == 3) {
+        gantry::inspect_checkpoint(argv[2], std::cout);
+      } else if (argc == 5 && !std::strcmp(argv[3], "--against")) {
+        gantry::compare_checkpoints(argv[2], argv[4], std::cout);
+      } else {
+        std::fputs(kUsage, stderr);
+        return 2;
+      }
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "gantry: error: %s\n", e.what());
+      return 1;
+    }
+  }
   if (std::strcmp(argv[1], "train") != 0) {
     std::fprintf(stderr, "gantry: unknown command '%s'\n%s", argv[1], kUsage);
     return 2;
@@ -83,7 +111,7 @@ int main(int argc, char** argv) {
       if (rank0) std::fputs(gantry::to_yaml(config).c_str(), stdout);
       return 0;
     }
-    gantry::train(config, runtime);
+    gantry::train(config, runtime, args.resume);
     return 0;
   } catch (const UsageError& e) {
     if (rank0) std::fprintf(stderr, "gantry: %s\n%s", e.what(), kUsage);
@@ -91,6 +119,10 @@ int main(int argc, char** argv) {
   } catch (const gantry::ConfigError& e) {
     if (rank0) std::fprintf(stderr, "gantry: %s\n", e.what());
     return 2;
+  } catch (const gantry::checkpoint::CheckpointError& e) {
+    // Raised collectively (every rank agrees), so one line from rank 0 says it.
+    if (rank0) std::fprintf(stderr, "gantry: checkpoint error: %s\n", e.what());
+    return 1;
   } catch (const gantry::JobError& e) {
     // Every rank knows this error; one line from rank 0 says it.
     if (rank0) std::fprintf(stderr, "gantry: error: %s\n", e.what());

@@ -170,6 +170,9 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("optim.d.lr", optim.d.lr, positive()),
       GANTRY_FIELD("optim.d.beta1", optim.d.beta1, in_range(0.0, 1.0, true)),
       GANTRY_FIELD("optim.d.beta2", optim.d.beta2, in_range(0.0, 1.0, true)),
+      GANTRY_FIELD("checkpoint.every", checkpoint.every, at_least<int64_t>(0)),
+      GANTRY_FIELD("checkpoint.keep_last", checkpoint.keep_last, at_least<int64_t>(1)),
+      GANTRY_FIELD("checkpoint.keep_every", checkpoint.keep_every, at_least<int64_t>(0)),
   };
   return fields;
 }
@@ -314,6 +317,15 @@ void validate_for_world(const Config& config, int world_size) {
     throw ConfigError("config error: " + config.where("train.batch_size") + ": train.batch_size: " +
                       std::to_string(config.train.batch_size) + " is not divisible by the world size " +
                       std::to_string(world_size) + "; the global batch is split evenly across ranks");
+}
+
+std::string config_digest(const Config& config) {
+  const std::string text = to_yaml(config);
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a: stable across platforms and versions
+  for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ULL;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
 }
 
 std::string to_yaml(const Config& config) {

@@ -64,6 +64,12 @@ struct TrainConfig {
   bool dump_replicas = false; // write every rank's final parameters (replica tests)
 };
 
+struct CheckpointConfig {
+  int64_t every = 500;     // save every N steps (0: only at the end and on SIGTERM/SIGUSR1)
+  int64_t keep_last = 3;   // keep the newest K checkpoints
+  int64_t keep_every = 0;  // and every checkpoint whose step is a multiple of M (0: none)
+};
+
 struct AdamConfig {
   double lr = 2e-4;
   double beta1 = 0.5;
@@ -81,6 +87,7 @@ struct Config {
   ModelConfig model;
   TrainConfig train;
   OptimConfig optim;
+  CheckpointConfig checkpoint;
 
   // Where each key's value came from ("run.yaml:12", "--set", or "default"), for error messages
   // raised after parsing, such as a batch size that the world size does not divide.
@@ -94,6 +101,9 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
 
 // The resolved config as YAML, every key included.
 std::string to_yaml(const Config& config);
+
+// A short hex digest of the resolved config (recorded in checkpoints and metrics).
+std::string config_digest(const Config& config);
 
 // Checks that need the job's shape; throws ConfigError naming the key.
 void validate_for_world(const Config& config, int world_size);

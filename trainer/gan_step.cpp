@@ -1,6 +1,8 @@
 // Implements: GanStep (see gan_step.h).
 #include "trainer/gan_step.h"
 
+#include <sstream>
+
 namespace gantry {
 
 std::vector<torch::Tensor> state_tensors(const torch::nn::Module& module) {
@@ -10,6 +12,66 @@ std::vector<torch::Tensor> state_tensors(const torch::nn::Module& module) {
 }
 
 namespace {
+
+// The optimizer's per-parameter state map is keyed by the parameter's TensorImpl: as a string in
+// LibTorch 1.x, as the pointer itself in 2.x. The one version-specific call.
+template <typename Map>
+typename Map::key_type optimizer_state_key(const Map&, const torch::Tensor& param) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream s;
+    s << param.unsafeGetTensorImpl();
+    return s.str();
+  } else {
+    return static_cast<Key>(param.unsafeGetTensorImpl());
+  }
+}
+
+void save_adam(const torch::optim::Adam& opt, const torch::nn::Module& m, const std::string& prefix,
+               checkpoint::StateDict& out) {
+  const auto& state = opt.state();
+  for (const auto& p : m.named_parameters()) {
+    const auto it = state.find(optimizer_state_key(state, p.value()));
+    if (it == state.end()) continue;  // never stepped
+    const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
+    out[prefix + p.key() + "/exp_avg"] = s.exp_avg();
+    out[prefix + p.key() + "/exp_avg_sq"] = s.exp_avg_sq();
+    out[prefix + p.key() + "/step"] = torch::tensor(s.step(), torch::kInt64);
+  }
+}
+
+void load_adam(torch::optim::Adam& opt, const torch::nn::Module& m, const std::string& prefix,
+               const checkpoint::StateDict& in) {
+  auto& state = opt.state();
+  for (const auto& p : m.named_parameters()) {
+    const auto it = in.find(prefix + p.key() + "/exp_avg");
+    if (it == in.end()) continue;
+    auto s = std::make_unique<torch::optim::AdamParamState>();
+    s->exp_avg(it->second.to(p.value().device()).clone());
+    s->exp_avg_sq(in.at(prefix + p.key() + "/exp_avg_sq").to(p.value().device()).clone());
+    s->step(in.at(prefix + p.key() + "/step").item<int64_t>());
+    state[optimizer_state_key(state, p.value())] = std::move(s);
+  }
+}
+
+void save_module(const torch::nn::Module& m, const std::string& prefix, checkpoint::StateDict& out) {
+  for (const auto& p : m.named_parameters()) out[prefix + "param/" + p.key()] = p.value().detach();
+  for (const auto& b : m.named_buffers()) out[prefix + "buffer/" + b.key()] = b.value().detach();
+}
+
+void load_module(torch::nn::Module& m, const std::string& prefix, const checkpoint::StateDict& in) {
+  torch::NoGradGuard no_grad;
+  auto copy = [&](const std::string& name, torch::Tensor& into) {
+    const auto it = in.find(name);
+    if (it == in.end()) throw checkpoint::CheckpointError("the checkpoint has no tensor " + name);
+    if (it->second.sizes() != into.sizes())
+      throw checkpoint::CheckpointError("tensor " + name + " has shape " + c10::str(it->second.sizes()) +
+                                        ", the model wants " + c10::str(into.sizes()) + " (another model config?)");
+    into.copy_(it->second);
+  };
+  for (auto& p : m.named_parameters()) copy(prefix + "param/" + p.key(), p.value());
+  for (auto& b : m.named_buffers()) copy(prefix + "buffer/" + b.key(), b.value());
+}
 
 std::unique_ptr<torch::optim::Adam> make_adam(const torch::nn::Module& m, const AdamConfig& c) {
   return std::make_unique<torch::optim::Adam>(
@@ -78,6 +140,20 @@ void GanStep::g_update(const torch::Tensor& z) {
   stats_[kFakeSum] += f.sum();
   stats_[kFakeSqSum] += f.pow(2).sum();
   stats_[kFakeCount] += f.numel();
+}
+
+void GanStep::save_state(checkpoint::StateDict& out) const {
+  save_module(*models_.g, "generator/", out);
+  save_module(*models_.d, "discriminator/", out);
+  save_adam(*g_opt_, *models_.g, "optim/generator/", out);
+  save_adam(*d_opt_, *models_.d, "optim/discriminator/", out);
+}
+
+void GanStep::load_state(const checkpoint::StateDict& in) {
+  load_module(*models_.g, "generator/", in);
+  load_module(*models_.d, "discriminator/", in);
+  load_adam(*g_opt_, *models_.g, "optim/generator/", in);
+  load_adam(*d_opt_, *models_.d, "optim/discriminator/", in);
 }
 
 void GanStep::sync_buffers() {

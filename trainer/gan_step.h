@@ -10,6 +10,7 @@
 
 #include "comm/communicator.h"
 #include "comm/reducer.h"
+#include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/losses.h"
 #include "trainer/models.h"
@@ -35,6 +36,11 @@ class GanStep {
 
   // Returns the sums accumulated since the last call (local to this rank) and resets them.
   torch::Tensor take_stats();
+
+  // Models' parameters and buffers and both optimizers' full state, as named tensors
+  // ("generator/param/net.0.weight", "optim/discriminator/net.0.weight/exp_avg", ...), and back.
+  void save_state(checkpoint::StateDict& out) const;
+  void load_state(const checkpoint::StateDict& in);
 
   GanModels& models() { return models_; }
   torch::optim::Adam& g_optimizer() { return *g_opt_; }

@@ -26,15 +26,15 @@ bool want_progress_bar() {
 }  // namespace
 
 Reporter::Reporter(bool active, const std::string& run_dir, int64_t total_steps)
-    : active_(active), tty_(active && want_progress_bar()), total_steps_(total_steps) {
-  if (active_) {
-    jsonl_.open(run_dir + "/log.jsonl", std::ios::app);
-    if (!jsonl_) throw std::runtime_error("cannot open " + run_dir + "/log.jsonl for writing");
-  }
-}
+    : active_(active), tty_(active && want_progress_bar()), total_steps_(total_steps),
+      jsonl_path_(run_dir + "/log.jsonl") {}
 
 void Reporter::log(const LogRecord& r) {
   if (!active_) return;
+  if (!jsonl_.is_open()) {  // opened at the first record, after a resume has trimmed the file
+    jsonl_.open(jsonl_path_, std::ios::app);
+    if (!jsonl_) throw std::runtime_error("cannot open " + jsonl_path_ + " for writing");
+  }
   nlohmann::json j = {{"step", r.step},       {"epoch", r.epoch},   {"d_loss", r.d_loss},
                       {"g_loss", r.g_loss},   {"d_real", r.d_real}, {"d_fake", r.d_fake},
                       {"img_per_s", r.img_per_s}};

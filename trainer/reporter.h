@@ -32,6 +32,7 @@ class Reporter {
   bool active_;
   bool tty_;
   int64_t total_steps_;
+  std::string jsonl_path_;
   std::ofstream jsonl_;
   bool bar_drawn_ = false;
 };

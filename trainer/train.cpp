@@ -2,15 +2,21 @@
 // update, buffer sync, report, samples, replica check) -> final checks, weights and summary.
 #include "trainer/train.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <sched.h>
+#include <torch/version.h>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "datasets/stream.h"
+#include "gantry_version.h"
+#include "trainer/checkpoint.h"
 #include "trainer/gan_step.h"
 #include "trainer/images.h"
 #include "trainer/latent.h"
@@ -31,6 +37,51 @@ void write_file_atomic(const fs::path& path, const std::string& text) {
   }
   fs::rename(tmp, path);
 }
+
+// Preemption: SIGTERM or SIGUSR1 asks for a checkpoint and a clean exit after the current step.
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int signal) { g_stop_signal.store(signal); }
+
+// The signal that any rank received, or 0. Collective, so every rank decides alike.
+int agreed_stop_signal(comm::Communicator& comm) {
+  torch::Tensor signals = torch::zeros({comm.world_size()}, torch::kInt64);
+  signals[comm.rank()] = g_stop_signal.load();
+  comm.all_reduce(signals, comm::ReduceOp::kSum);
+  return static_cast<int>(signals.max().item<int64_t>());
+}
+
+// Everything a resumed run needs beyond the config: models, optimizers, counters, the data
+// stream's position and torch's CPU generator (gantry's own random numbers are keyed by step).
+checkpoint::StateDict training_state(const GanStep& gan, const datasets::StreamPosition& position, int64_t step,
+                                     int64_t images_seen) {
+  checkpoint::StateDict state;
+  gan.save_state(state);
+  state["train/step"] = torch::tensor(step, torch::kInt64);
+  state["train/images_seen"] = torch::tensor(images_seen, torch::kInt64);
+  state["data/epoch"] = torch::tensor(position.epoch, torch::kInt64);
+  state["data/batch"] = torch::tensor(position.batch, torch::kInt64);
+  state["rng/torch_cpu"] = at::detail::getDefaultCPUGenerator().get_state();
+  return state;
+}
+
+void restore_training_state(const checkpoint::StateDict& state, GanStep& gan, datasets::DataStream& stream) {
+  gan.load_state(state);
+  stream.set_position({state.at("data/epoch").item<int64_t>(), state.at("data/batch").item<int64_t>()});
+  auto generator = at::detail::getDefaultCPUGenerator();
+  generator.set_state(state.at("rng/torch_cpu"));
+}
+
+// Keeps the lines of log.jsonl up to `step`: a run resumed from step N continues the log there.
+void truncate_log(const fs::path& file, int64_t step) {
+  std::ifstream in(file);
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_discarded() && j.value("step", int64_t{0}) <= step) kept += line + "\n";
+  }
+  write_file_atomic(file, kept);
+}
+
 
 // Runs `setup` on every rank and makes them agree: if any rank failed, every rank throws
 // JobError with the failure (naming the rank when not all failed alike).
@@ -147,7 +198,7 @@ int threads_per_rank(const comm::ProcessInfo& info) {
   return std::max(1, cores / std::max(1, info.local_size));
 }
 
-void train(const Config& config, comm::Runtime& runtime) {
+void train(const Config& config, comm::Runtime& runtime, const std::string& resume) {
   // ---- init ------------------------------------------------------------------------------------
   const auto& proc = runtime.info();
   auto comm = comm::make_mpi_communicator(runtime);
@@ -158,6 +209,10 @@ void train(const Config& config, comm::Runtime& runtime) {
   const int64_t local_batch = config.train.batch_size / world;
   const int64_t d_steps = config.train.d_steps;
   torch::set_num_threads(config.train.threads > 0 ? static_cast<int>(config.train.threads) : threads_per_rank(proc));
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+  checkpoint::Checkpointer checkpointer(*comm, {(run_dir / "checkpoints").string(), config.checkpoint.keep_last,
+                                                config.checkpoint.keep_every});
 
   // ---- data, models, run directory (every rank must succeed before any collective) -------------
   std::shared_ptr<datasets::Dataset> dataset;
@@ -171,14 +226,57 @@ void train(const Config& config, comm::Runtime& runtime) {
     dataset = datasets::open_dataset(spec);
     stream = std::make_unique<datasets::DataStream>(dataset, config.train.batch_size, rank, world, seed);
     gan = std::make_unique<GanStep>(make_models(config, dataset->shape()), config, *comm);
+    if (resume.empty() && !checkpoint::list_checkpoints((run_dir / "checkpoints").string()).empty())
+      throw ConfigError("run.dir " + run_dir.string() + " already holds checkpoints: continue it with --resume auto, " +
+                        "or choose another run.dir (nothing there was changed)");
     if (rank0) {
       fs::create_directories(run_dir / "samples");
+      fs::create_directories(run_dir / "checkpoints");
       write_file_atomic(run_dir / "config.yaml", to_yaml(config));
-      std::ofstream(run_dir / "log.jsonl", std::ios::trunc);
     }
   });
   on_all_ranks(*comm, [&] { reporter = std::make_unique<Reporter>(rank0, run_dir.string(), config.train.steps); });
   GanModels& models = gan->models();
+  reporter->message("gantry: " + std::to_string(world) + " rank(s), " + std::to_string(torch::get_num_threads()) +
+                    " thread(s) each, " + dataset->name() + " (" + std::to_string(dataset->size()) +
+                    " records), " + config.model.arch + ", " + config.train.loss + ", global batch " +
+                    std::to_string(config.train.batch_size) + ", run dir " + run_dir.string());
+
+  // ---- resume: the newest checkpoint that verifies (auto) or the one named --------------------
+  checkpointer.clean_leftovers();
+  int64_t start_step = 0;
+  if (!resume.empty()) {
+    auto loaded = checkpointer.load(resume, [&](const std::string& w) { reporter->message("gantry: warning: " + w); });
+    if (loaded) {
+      restore_training_state(loaded->state, *gan, *stream);
+      start_step = loaded->state.at("train/step").item<int64_t>();
+      // The digest of the state now live in this process: equal to the checkpoint's when the load
+      // (and any resharding) reproduced it exactly.
+      const std::string live = checkpoint::digest(
+          training_state(*gan, stream->position(), start_step, loaded->state.at("train/images_seen").item<int64_t>()));
+      reporter->message("gantry: resumed from " + loaded->dir + " (step " + std::to_string(start_step) +
+                        ", saved by " + std::to_string(loaded->manifest.value("world_size", 0)) +
+                        " rank(s)); state digest " + live);
+      if (loaded->manifest.value("config_digest", "") != config_digest(config))
+        reporter->message("gantry: note: the config differs from the one the checkpoint was saved with");
+    } else {
+      reporter->message("gantry: no checkpoint to resume from; starting at step 0");
+    }
+  }
+  if (rank0) {
+    if (start_step > 0) truncate_log(run_dir / "log.jsonl", start_step);
+    else std::ofstream(run_dir / "log.jsonl", std::ios::trunc);
+  }
+  const nlohmann::json checkpoint_meta = {{"gantry_version", GANTRY_VERSION}, {"torch_version", TORCH_VERSION},
+                                          {"config_digest", config_digest(config)}, {"seed", config.run.seed}};
+  auto save_checkpoint = [&](int64_t done) {
+    const auto t0 = Clock::now();
+    const std::string dir = checkpointer.save(
+        training_state(*gan, stream->position(), done, done * d_steps * config.train.batch_size), done, checkpoint_meta);
+    char took[32];
+    std::snprintf(took, sizeof took, "%.2f", std::chrono::duration<double>(Clock::now() - t0).count());
+    reporter->message("gantry: checkpoint " + dir + " (" + took + " s)");
+  };
   {  // Every replica starts from rank 0's parameters and buffers.
     std::vector<torch::Tensor> state = replica_state(models);
     torch::NoGradGuard no_grad;
@@ -186,16 +284,13 @@ void train(const Config& config, comm::Runtime& runtime) {
   }
   const bool images = config.data.name != "gaussian1d";
   const torch::Tensor z_fixed = latent_rows(seed, random::kFixedLatent, 0, 0, 64, config.model.z_dim);
-  reporter->message("gantry: " + std::to_string(world) + " rank(s), " + std::to_string(torch::get_num_threads()) +
-                    " thread(s) each, " + dataset->name() + " (" + std::to_string(dataset->size()) +
-                    " records), " + config.model.arch + ", " + config.train.loss + ", global batch " +
-                    std::to_string(config.train.batch_size) + ", run dir " + run_dir.string());
 
   // ---- training loop ---------------------------------------------------------------------------
   const auto start = Clock::now();
   auto last_log = start;
-  int64_t last_log_step = 0;
-  for (int64_t step = 0; step < config.train.steps; ++step) {
+  int64_t last_log_step = start_step;
+  int stop_signal = 0;
+  for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
     const int64_t first = static_cast<int64_t>(rank) * local_batch;  // this rank's first global row
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
@@ -236,10 +331,27 @@ void train(const Config& config, comm::Runtime& runtime) {
       write_samples(models, z_fixed, run_dir / "samples" / (step_name(done) + ".png"));
     if (config.train.consistency_every > 0 && done % config.train.consistency_every == 0)
       check_replicas(*comm, models, done);
+    stop_signal = agreed_stop_signal(*comm);
+    if (stop_signal) {
+      save_checkpoint(done);
+      reporter->message(std::string("gantry: stopping after step ") + std::to_string(done) + " on " +
+                        (stop_signal == SIGTERM ? "SIGTERM" : "SIGUSR1") + "; resume with --resume auto");
+    } else if (!last && config.checkpoint.every > 0 && done % config.checkpoint.every == 0) {
+      try {
+        save_checkpoint(done);
+      } catch (const checkpoint::CheckpointError& e) {  // every rank agrees; training goes on
+        reporter->message(std::string("gantry: warning: ") + e.what());
+      }
+    }
+  }
+  if (stop_signal) {
+    comm->barrier();
+    return;
   }
 
   // ---- finish ----------------------------------------------------------------------------------
   check_replicas(*comm, models, config.train.steps);
+  if (config.train.steps > start_step) save_checkpoint(config.train.steps);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (config.train.dump_replicas) {
     fs::create_directories(run_dir / "replicas");
@@ -251,7 +363,8 @@ void train(const Config& config, comm::Runtime& runtime) {
         {"steps", config.train.steps},
         {"world_size", world},
         {"seconds", seconds},
-        {"img_per_s", static_cast<double>(config.train.steps * d_steps * config.train.batch_size) / seconds},
+        {"img_per_s", static_cast<double>((config.train.steps - start_step) * d_steps * config.train.batch_size) /
+                          std::max(seconds, 1e-9)},
         {"checksum", checksum(replica_state(models))},
     };
     if (!images) summary["gaussian"] = gaussian_summary(models, config, *dataset);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdexcept>
+#include <string>
 
 #include "comm/communicator.h"
 #include "trainer/config.h"
@@ -19,6 +20,8 @@ class JobError : public std::runtime_error {
 // Intra-op threads for this rank: the cores this process may use, shared by the ranks on its node.
 int threads_per_rank(const comm::ProcessInfo& info);
 
-void train(const Config& config, comm::Runtime& runtime);
+// `resume`: "" (a fresh run), "auto" (the newest checkpoint that verifies, if any) or a checkpoint
+// directory. Returns normally also when SIGTERM/SIGUSR1 stopped the run after a checkpoint.
+void train(const Config& config, comm::Runtime& runtime, const std::string& resume);
 
 }  // namespace gantry

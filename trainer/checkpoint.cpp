@@ -1,0 +1,382 @@
+// Implements: Checkpointer (see checkpoint.h): partition by bytes, durable writes (fsync of files
+// and directories), the agree-then-commit protocol, verification with xxh3, resharding load,
+// retention, and crash-injection points for the tests (GANTRY_CHECKPOINT_FAULT=point[:rank], points:
+// after_shard, before_manifest, before_rename, before_latest, after_commit).
+#include "trainer/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+namespace gantry::checkpoint {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kFormat = "gantry-checkpoint/1";
+
+std::string hex64(uint64_t v) {
+  char s[17];
+  std::snprintf(s, sizeof s, "%016llx", static_cast<unsigned long long>(v));
+  return s;
+}
+
+uint64_t tensor_hash(const torch::Tensor& t) {
+  const torch::Tensor c = t.contiguous();
+  return XXH3_64bits(c.data_ptr(), c.numel() * c.element_size());
+}
+
+std::string dtype_name(torch::ScalarType type) { return c10::toString(type); }
+
+torch::ScalarType parse_dtype(const std::string& name) {
+  for (auto type : {torch::kFloat32, torch::kFloat64, torch::kFloat16, torch::kBFloat16, torch::kInt64,
+                    torch::kInt32, torch::kUInt8, torch::kInt8, torch::kBool})
+    if (dtype_name(type) == name) return type;
+  throw CheckpointError("unknown dtype '" + name + "'");
+}
+
+std::string shard_name(int shard, int shards) {
+  char s[64];
+  std::snprintf(s, sizeof s, "shard-%05d-of-%05d.pt", shard, shards);
+  return s;
+}
+
+void write_durable(const fs::path& path, const void* data, size_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw CheckpointError("cannot create " + path.string() + ": " + std::strerror(errno));
+  const char* p = static_cast<const char*>(data);
+  size_t left = size;
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      throw CheckpointError("cannot write " + path.string() + ": " + why);
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0)
+    throw CheckpointError("cannot flush " + path.string() + ": " + std::strerror(errno));
+}
+
+void fsync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw CheckpointError("cannot open directory " + dir.string() + ": " + std::strerror(errno));
+  ::fsync(fd);
+  ::close(fd);
+}
+
+std::vector<char> read_all(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CheckpointError(path.string() + ": missing or unreadable");
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Test hook: GANTRY_CHECKPOINT_FAULT=point[:rank] kills this process with SIGKILL at `point`.
+void maybe_fault(const char* point, int rank) {
+  const char* spec = std::getenv("GANTRY_CHECKPOINT_FAULT");
+  if (!spec) return;
+  std::string s = spec;
+  int target = 0;
+  if (const auto colon = s.find(':'); colon != std::string::npos) {
+    target = std::stoi(s.substr(colon + 1));
+    s = s.substr(0, colon);
+  }
+  if (s == point && rank == target) std::raise(SIGKILL);
+}
+
+// Which rank writes which tensor: largest first onto the least-loaded rank, so every rank
+// writes about 1/world of the bytes. Deterministic, so every rank computes the same plan.
+std::vector<std::vector<std::string>> partition(const StateDict& state, int world) {
+  std::vector<std::pair<int64_t, std::string>> sizes;
+  for (const auto& [name, t] : state) sizes.emplace_back(t.numel() * t.element_size(), name);
+  std::sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  std::vector<std::vector<std::string>> plan(world);
+  std::vector<int64_t> load(world, 0);
+  for (const auto& [bytes, name] : sizes) {
+    const int r = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    plan[r].push_back(name);
+    load[r] += bytes;
+  }
+  return plan;
+}
+
+json read_manifest(const fs::path& dir) {
+  const fs::path file = dir / "manifest.json";
+  if (!fs::exists(file)) throw CheckpointError(file.string() + ": missing (the checkpoint was never committed)");
+  const std::vector<char> bytes = read_all(file);
+  json m;
+  try {
+    m = json::parse(bytes.begin(), bytes.end());
+  } catch (const json::exception& e) {
+    throw CheckpointError(file.string() + ": not valid JSON: " + e.what());
+  }
+  if (!m.is_object() || m.value("format", "") != kFormat || !m.contains("shards") || !m.contains("tensors"))
+    throw CheckpointError(file.string() + ": not a " + std::string(kFormat) + " manifest");
+  return m;
+}
+
+// Reads, verifies and returns the tensors of the given shards.
+StateDict read_shards(const fs::path& dir, const json& manifest, const std::vector<int>& shards) {
+  StateDict out;
+  for (int s : shards) {
+    const json& info = manifest["shards"].at(static_cast<size_t>(s));
+    const fs::path file = dir / info["file"].get<std::string>();
+    const std::vector<char> bytes = read_all(file);
+    if (bytes.size() != info["bytes"].get<size_t>())
+      throw CheckpointError(file.string() + ": " + std::to_string(bytes.size()) + " bytes, the manifest says " +
+                            std::to_string(info["bytes"].get<size_t>()) + " (truncated?)");
+    if (hex64(XXH3_64bits(bytes.data(), bytes.size())) != info["xxh3"].get<std::string>())
+      throw CheckpointError(file.string() + ": checksum mismatch (the file is corrupt)");
+    c10::IValue loaded;
+    try {
+      loaded = torch::pickle_load(bytes);
+    } catch (const std::exception& e) {
+      throw CheckpointError(file.string() + ": cannot unpickle: " + e.what());
+    }
+    if (!loaded.isGenericDict()) throw CheckpointError(file.string() + ": not a dict of tensors");
+    const auto dict = loaded.toGenericDict();
+    for (const auto& [name, t] : manifest["tensors"].items()) {
+      if (t["shard"].get<int>() != s) continue;
+      const auto it = dict.find(t["key"].get<std::string>());
+      if (it == dict.end()) throw CheckpointError(file.string() + ": tensor " + name + " is missing");
+      const torch::Tensor tensor = it->value().toTensor();
+      if (dtype_name(tensor.scalar_type()) != t["dtype"].get<std::string>() ||
+          tensor.sizes().vec() != t["shape"].get<std::vector<int64_t>>())
+        throw CheckpointError(file.string() + ": tensor " + name + " has the wrong dtype or shape");
+      if (hex64(tensor_hash(tensor)) != t["xxh3"].get<std::string>())
+        throw CheckpointError(file.string() + ": tensor " + name + ": checksum mismatch");
+      out[name] = tensor;
+    }
+  }
+  return out;
+}
+
+// Every rank's error (empty: none) joined into one message, or "" when all succeeded.
+std::string agree(comm::Communicator& comm, const std::string& error) {
+  const auto errors = comm.all_gather(error);
+  std::string joined;
+  for (size_t r = 0; r < errors.size(); ++r)
+    if (!errors[r].empty())
+      joined += (joined.empty() ? "" : "; ") + (errors.size() > 1 ? "rank " + std::to_string(r) + ": " : "") + errors[r];
+  return joined;
+}
+
+}  // namespace
+
+std::string step_dir_name(int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+  return name;
+}
+
+std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(checkpoints_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.size() != 13 || name.rfind("step-", 0) != 0) continue;
+    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    found.emplace_back(std::stoll(name.substr(5)), entry.path().string());
+  }
+  std::sort(found.rbegin(), found.rend());
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
+std::string digest(const StateDict& state) {
+  std::string text;
+  for (const auto& [name, t] : state) {
+    text += name + '|' + dtype_name(t.scalar_type()) + '|';
+    for (auto d : t.sizes()) text += std::to_string(d) + ',';
+    text += '|' + hex64(tensor_hash(t.cpu())) + '\n';
+  }
+  return hex64(XXH3_64bits(text.data(), text.size()));
+}
+
+Loaded read_checkpoint(const std::string& dir) {
+  Loaded out{dir, {}, read_manifest(dir)};
+  std::vector<int> all(out.manifest["shards"].size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  out.state = read_shards(dir, out.manifest, all);
+  return out;
+}
+
+Checkpointer::Checkpointer(comm::Communicator& comm, Options options) : comm_(comm), options_(std::move(options)) {}
+
+void Checkpointer::clean_leftovers() {
+  if (comm_.rank() == 0) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(options_.dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) fs::remove_all(entry.path(), ec);
+    }
+  }
+  comm_.barrier();
+}
+
+std::string Checkpointer::save(const StateDict& state, int64_t step, const json& meta) {
+  const int rank = comm_.rank(), world = comm_.world_size();
+  const fs::path root = options_.dir;
+  const fs::path final_dir = root / step_dir_name(step);
+  const fs::path tmp_dir = final_dir.string() + ".tmp";
+
+  // 1. Every rank writes its shard into step-N.tmp/ and fsyncs it.
+  json report;
+  try {
+    fs::create_directories(tmp_dir);
+    const std::vector<std::string> mine = partition(state, world)[rank];
+    c10::Dict<std::string, torch::Tensor> dict;
+    json tensors = json::object();
+    for (const auto& name : mine) {
+      const torch::Tensor t = state.at(name).detach().cpu().contiguous();
+      dict.insert(name, t);
+      tensors[name] = {{"shard", rank}, {"key", name}, {"dtype", dtype_name(t.scalar_type())},
+                       {"shape", t.sizes().vec()}, {"xxh3", hex64(tensor_hash(t))}};
+    }
+    const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+    const std::string file = shard_name(rank, world);
+    write_durable(tmp_dir / file, bytes.data(), bytes.size());
+    report = {{"file", file}, {"bytes", bytes.size()}, {"xxh3", hex64(XXH3_64bits(bytes.data(), bytes.size()))},
+              {"tensors", tensors}};
+    maybe_fault("after_shard", rank);
+  } catch (const std::exception& e) {
+    report = {{"error", e.what()}};
+  }
+
+  // 2. The ranks agree that every write succeeded; otherwise nothing is committed.
+  const auto reports = comm_.all_gather(report.dump());
+  std::string failed;
+  for (size_t r = 0; r < reports.size(); ++r) {
+    const json j = json::parse(reports[r]);
+    if (j.contains("error")) failed += (failed.empty() ? "" : "; ") + ("rank " + std::to_string(r) + ": ") + j["error"].get<std::string>();
+  }
+  if (!failed.empty()) {
+    if (rank == 0) fs::remove_all(tmp_dir);
+    throw CheckpointError("checkpoint " + final_dir.string() + " not saved: " + failed);
+  }
+
+  // 3. Rank 0 writes the manifest, renames step-N.tmp to step-N, then points `latest` at it.
+  std::string error;
+  if (rank == 0) {
+    try {
+      json manifest = meta;
+      manifest["format"] = kFormat;
+      manifest["step"] = step;
+      manifest["world_size"] = world;
+      manifest["digest"] = digest(state);
+      manifest["shards"] = json::array();
+      manifest["tensors"] = json::object();
+      for (const auto& r : reports) {
+        const json j = json::parse(r);
+        manifest["shards"].push_back({{"file", j["file"]}, {"bytes", j["bytes"]}, {"xxh3", j["xxh3"]}});
+        for (const auto& [name, t] : j["tensors"].items()) manifest["tensors"][name] = t;
+      }
+      maybe_fault("before_manifest", rank);
+      const std::string text = manifest.dump(1) + "\n";
+      write_durable(tmp_dir / "manifest.json", text.data(), text.size());
+      fsync_dir(tmp_dir);
+      maybe_fault("before_rename", rank);
+      // A step-N already there failed verification (or a resume went back past it): replace it.
+      const fs::path replaced = final_dir.string() + ".replaced.tmp";
+      if (fs::exists(final_dir)) fs::rename(final_dir, replaced);
+      fs::rename(tmp_dir, final_dir);
+      fsync_dir(root);
+      fs::remove_all(replaced);
+      maybe_fault("before_latest", rank);
+      const std::string latest = step_dir_name(step) + "\n";
+      write_durable(root / "latest.tmp", latest.data(), latest.size());
+      fs::rename(root / "latest.tmp", root / "latest");
+      fsync_dir(root);
+      apply_retention();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  if (const std::string e = agree(comm_, error); !e.empty())
+    throw CheckpointError("checkpoint " + final_dir.string() + " not committed: " + e);
+  maybe_fault("after_commit", rank);
+  return final_dir.string();
+}
+
+void Checkpointer::apply_retention() {
+  const auto all = list_checkpoints(options_.dir);  // newest first
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (static_cast<int64_t>(i) < std::max<int64_t>(options_.keep_last, 1)) continue;
+    const int64_t step = std::stoll(fs::path(all[i]).filename().string().substr(5));
+    if (options_.keep_every > 0 && step % options_.keep_every == 0) continue;
+    fs::remove_all(all[i]);
+  }
+}
+
+Loaded Checkpointer::load_one(const std::string& dir) {
+  const int rank = comm_.rank(), world = comm_.world_size();
+  json manifest;
+  StateDict mine;
+  std::string error;
+  try {
+    manifest = read_manifest(dir);
+    std::vector<int> shards;  // this rank reads files rank, rank + world, ...
+    for (int s = rank; s < static_cast<int>(manifest["shards"].size()); s += world) shards.push_back(s);
+    mine = read_shards(dir, manifest, shards);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (const std::string e = agree(comm_, error); !e.empty()) throw CheckpointError(e);
+
+  // Each shard's tensors arrive from the rank that read it.
+  Loaded out{dir, {}, manifest};
+  const int shards = static_cast<int>(manifest["shards"].size());
+  for (int s = 0; s < shards; ++s) {
+    std::vector<std::string> names;
+    std::vector<torch::Tensor> tensors;
+    for (const auto& [name, t] : manifest["tensors"].items()) {
+      if (t["shard"].get<int>() != s) continue;
+      names.push_back(name);
+      tensors.push_back(s % world == rank ? mine.at(name).contiguous()
+                                          : torch::empty(t["shape"].get<std::vector<int64_t>>(),
+                                                         torch::TensorOptions().dtype(parse_dtype(t["dtype"]))));
+    }
+    comm_.broadcast(tensors, s % world);
+    for (size_t i = 0; i < names.size(); ++i) out.state[names[i]] = tensors[i];
+  }
+  return out;
+}
+
+std::optional<Loaded> Checkpointer::load(const std::string& spec,
+                                         const std::function<void(const std::string&)>& warn) {
+  if (spec != "auto") {
+    fs::path dir = spec;
+    if (fs::exists(dir / "latest") && !fs::exists(dir / "manifest.json")) {  // a checkpoints folder
+      std::ifstream in(dir / "latest");
+      std::string name;
+      in >> name;
+      dir /= name;
+    }
+    return load_one(dir.string());
+  }
+  const auto candidates = list_checkpoints(options_.dir);
+  for (const auto& dir : candidates) {
+    try {
+      return load_one(dir);
+    } catch (const CheckpointError& e) {
+      warn(std::string("skipping checkpoint that does not verify: ") + e.what());
+    }
+  }
+  if (!candidates.empty()) warn("no checkpoint in " + options_.dir + " verifies; starting from scratch");
+  return std::nullopt;
+}
+
+}  // namespace gantry::checkpoint

@@ -1,0 +1,75 @@
+// Implements: sharded checkpoints. The logical state (named tensors) is split across ranks by
+// bytes; each rank writes its shard into step-N.tmp/, the ranks agree, and rank 0 commits with a
+// manifest (per-tensor and per-file xxh3 checksums), a rename and an atomic `latest`. Loading
+// verifies, reshards to any world size (each rank reads ~1/N of the files, the rest arrives by
+// broadcast) and falls back to an older checkpoint when `auto` meets a corrupt one.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "comm/communicator.h"
+
+namespace gantry::checkpoint {
+
+// A checkpoint that cannot be written or read: names the directory, file or tensor.
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Named tensors in a fixed (sorted) order: the logical state, independent of the world size.
+using StateDict = std::map<std::string, torch::Tensor>;
+
+struct Loaded {
+  std::string dir;
+  StateDict state;
+  nlohmann::json manifest;
+};
+
+struct Options {
+  std::string dir;         // <run.dir>/checkpoints
+  int64_t keep_last = 3;   // newest K are kept
+  int64_t keep_every = 0;  // and every checkpoint whose step is a multiple of M (0: none)
+};
+
+class Checkpointer {
+ public:
+  Checkpointer(comm::Communicator& comm, Options options);
+
+  // Rank 0 removes step-*.tmp directories that a crash left behind. Collective.
+  void clean_leftovers();
+  // Collective. Writes, agrees and commits step-N; applies retention. `meta` goes into the
+  // manifest. Returns the committed directory; throws CheckpointError on every rank when any
+  // rank failed, and then nothing is committed.
+  std::string save(const StateDict& state, int64_t step, const nlohmann::json& meta);
+  // Collective. `spec` is "auto" (the newest checkpoint that verifies; none: nullopt) or a
+  // checkpoint directory (failure is an error). `warn` hears about checkpoints skipped by auto.
+  std::optional<Loaded> load(const std::string& spec, const std::function<void(const std::string&)>& warn);
+
+ private:
+  Loaded load_one(const std::string& dir);
+  void apply_retention();
+
+  comm::Communicator& comm_;
+  Options options_;
+};
+
+// The checkpoint directories under `checkpoints_dir`, newest step first (committed ones only).
+std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir);
+
+// Reads and verifies a whole checkpoint in one process (for `gantry inspect` and tests).
+Loaded read_checkpoint(const std::string& dir);
+
+// A digest of the logical state: names, dtypes, shapes and bytes, whatever world size saved it.
+std::string digest(const StateDict& state);
+
+std::string step_dir_name(int64_t step);
+
+}  // namespace gantry::checkpoint
