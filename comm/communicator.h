@@ -31,6 +31,7 @@ struct ProcessInfo {
   int local_rank = 0;
   int local_size = 1;
   std::string host;
+  bool thread_multiple = false;  // MPI allows collectives from several threads at once
 };
 
 // Initialises the process group (MPI) for the lifetime of the object. Exactly one per process,

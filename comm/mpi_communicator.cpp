@@ -152,9 +152,12 @@ Runtime::Runtime(int* argc, char*** argv) {
   GANTRY_MPI_CHECK(MPI_Initialized(&initialized));
   if (!initialized) {
     int provided = 0;
-    // A later communication thread drives MPI while training runs, so ask for full threading.
+    // Async checkpoints (and communication threads) call MPI beside the training loop.
     GANTRY_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
   }
+  int provided = MPI_THREAD_SINGLE;
+  GANTRY_MPI_CHECK(MPI_Query_thread(&provided));
+  info_.thread_multiple = provided == MPI_THREAD_MULTIPLE;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   GANTRY_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info_.rank));
   GANTRY_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info_.world_size));

@@ -216,6 +216,35 @@ Loaded read_checkpoint(const std::string& dir) {
 
 Checkpointer::Checkpointer(comm::Communicator& comm, Options options) : comm_(comm), options_(std::move(options)) {}
 
+Checkpointer::~Checkpointer() {
+  if (worker_.joinable()) worker_.join();
+}
+
+StateDict host_copy(const StateDict& state) {
+  StateDict copy;
+  for (const auto& [name, t] : state) copy[name] = t.detach().to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true);
+  return copy;
+}
+
+void Checkpointer::save_async(StateDict host_state, int64_t step, json meta) {
+  wait();
+  worker_error_ = nullptr;
+  worker_ = std::thread([this, state = std::move(host_state), step, meta = std::move(meta)] {
+    try {
+      worker_result_ = save(state, step, meta);
+    } catch (...) {
+      worker_error_ = std::current_exception();
+    }
+  });
+}
+
+std::optional<std::string> Checkpointer::wait() {
+  if (!worker_.joinable()) return std::nullopt;
+  worker_.join();
+  if (worker_error_) std::rethrow_exception(std::exchange(worker_error_, nullptr));
+  return worker_result_;
+}
+
 void Checkpointer::clean_leftovers() {
   if (comm_.rank() == 0) {
     std::error_code ec;

@@ -7,12 +7,14 @@
 
 #include <torch/torch.h>
 
+#include <exception>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "comm/communicator.h"
 
@@ -39,9 +41,12 @@ struct Options {
   int64_t keep_every = 0;  // and every checkpoint whose step is a multiple of M (0: none)
 };
 
+// Give it a communicator of its own (not the training loop's) when saving asynchronously: its
+// collectives then run on a background thread while training's run on the main one.
 class Checkpointer {
  public:
   Checkpointer(comm::Communicator& comm, Options options);
+  ~Checkpointer();  // waits for a save in flight
 
   // Rank 0 removes step-*.tmp directories that a crash left behind. Collective.
   void clean_leftovers();
@@ -49,6 +54,12 @@ class Checkpointer {
   // manifest. Returns the committed directory; throws CheckpointError on every rank when any
   // rank failed, and then nothing is committed.
   std::string save(const StateDict& state, int64_t step, const nlohmann::json& meta);
+  // save() on a background thread, over `host_state`, which must be a private copy (see
+  // host_copy). At most one save is in flight: this first waits for the previous one.
+  void save_async(StateDict host_state, int64_t step, nlohmann::json meta);
+  // Waits for the save in flight, if any: its directory, or its CheckpointError rethrown.
+  std::optional<std::string> wait();
+  bool in_flight() const { return worker_.joinable(); }
   // Collective. `spec` is "auto" (the newest checkpoint that verifies; none: nullopt) or a
   // checkpoint directory (failure is an error). `warn` hears about checkpoints skipped by auto.
   std::optional<Loaded> load(const std::string& spec, const std::function<void(const std::string&)>& warn);
@@ -59,7 +70,13 @@ class Checkpointer {
 
   comm::Communicator& comm_;
   Options options_;
+  std::thread worker_;
+  std::string worker_result_;
+  std::exception_ptr worker_error_;
 };
+
+// A copy of `state` in host memory that training can no longer change: the stall of an async save.
+StateDict host_copy(const StateDict& state);
 
 // The checkpoint directories under `checkpoints_dir`, newest step first (committed ones only).
 std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir);

@@ -173,6 +173,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("checkpoint.every", checkpoint.every, at_least<int64_t>(0)),
       GANTRY_FIELD("checkpoint.keep_last", checkpoint.keep_last, at_least<int64_t>(1)),
       GANTRY_FIELD("checkpoint.keep_every", checkpoint.keep_every, at_least<int64_t>(0)),
+      GANTRY_FIELD("checkpoint.async", checkpoint.async),
   };
   return fields;
 }

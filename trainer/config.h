@@ -68,6 +68,7 @@ struct CheckpointConfig {
   int64_t every = 500;     // save every N steps (0: only at the end and on SIGTERM/SIGUSR1)
   int64_t keep_last = 3;   // keep the newest K checkpoints
   int64_t keep_every = 0;  // and every checkpoint whose step is a multiple of M (0: none)
+  bool async = false;      // periodic saves write in the background while training goes on
 };
 
 struct AdamConfig {

@@ -211,8 +211,11 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   torch::set_num_threads(config.train.threads > 0 ? static_cast<int>(config.train.threads) : threads_per_rank(proc));
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
-  checkpoint::Checkpointer checkpointer(*comm, {(run_dir / "checkpoints").string(), config.checkpoint.keep_last,
-                                                config.checkpoint.keep_every});
+  // The checkpointer has a communicator of its own: an async save's collectives run on its
+  // thread while the training loop's run on this one.
+  auto checkpoint_comm = comm::make_mpi_communicator(runtime);
+  checkpoint::Checkpointer checkpointer(*checkpoint_comm, {(run_dir / "checkpoints").string(),
+                                                           config.checkpoint.keep_last, config.checkpoint.keep_every});
 
   // ---- data, models, run directory (every rank must succeed before any collective) -------------
   std::shared_ptr<datasets::Dataset> dataset;
@@ -246,6 +249,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   checkpointer.clean_leftovers();
   int64_t start_step = 0;
   if (!resume.empty()) {
+    const auto load_start = Clock::now();
     auto loaded = checkpointer.load(resume, [&](const std::string& w) { reporter->message("gantry: warning: " + w); });
     if (loaded) {
       restore_training_state(loaded->state, *gan, *stream);
@@ -256,7 +260,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
           training_state(*gan, stream->position(), start_step, loaded->state.at("train/images_seen").item<int64_t>()));
       reporter->message("gantry: resumed from " + loaded->dir + " (step " + std::to_string(start_step) +
                         ", saved by " + std::to_string(loaded->manifest.value("world_size", 0)) +
-                        " rank(s)); state digest " + live);
+                        " rank(s)) in " + std::to_string(std::chrono::duration<double>(Clock::now() - load_start).count()) +
+                        " s; state digest " + live);
       if (loaded->manifest.value("config_digest", "") != config_digest(config))
         reporter->message("gantry: note: the config differs from the one the checkpoint was saved with");
     } else {
@@ -269,13 +274,31 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   }
   const nlohmann::json checkpoint_meta = {{"gantry_version", GANTRY_VERSION}, {"torch_version", TORCH_VERSION},
                                           {"config_digest", config_digest(config)}, {"seed", config.run.seed}};
-  auto save_checkpoint = [&](int64_t done) {
+  auto seconds_since = [](Clock::time_point t0) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f s", std::chrono::duration<double>(Clock::now() - t0).count());
+    return std::string(text);
+  };
+  // Reports the async save in flight once it is done; a failed one is a warning, training goes on.
+  auto finish_async_save = [&] {
+    try {
+      if (auto dir = checkpointer.wait()) reporter->message("gantry: checkpoint " + *dir + " committed in the background");
+    } catch (const checkpoint::CheckpointError& e) {
+      reporter->message(std::string("gantry: warning: ") + e.what());
+    }
+  };
+  auto save_checkpoint = [&](int64_t done, bool async) {
     const auto t0 = Clock::now();
-    const std::string dir = checkpointer.save(
-        training_state(*gan, stream->position(), done, done * d_steps * config.train.batch_size), done, checkpoint_meta);
-    char took[32];
-    std::snprintf(took, sizeof took, "%.2f", std::chrono::duration<double>(Clock::now() - t0).count());
-    reporter->message("gantry: checkpoint " + dir + " (" + took + " s)");
+    finish_async_save();  // at most one in flight
+    const auto state = training_state(*gan, stream->position(), done, done * d_steps * config.train.batch_size);
+    if (async && proc.thread_multiple) {
+      checkpointer.save_async(checkpoint::host_copy(state), done, checkpoint_meta);
+      reporter->message("gantry: checkpoint of step " + std::to_string(done) +
+                        " writing in the background (training stalled " + seconds_since(t0) + ")");
+      return;
+    }
+    const std::string dir = checkpointer.save(state, done, checkpoint_meta);
+    reporter->message("gantry: checkpoint " + dir + " (" + seconds_since(t0) + ")");
   };
   {  // Every replica starts from rank 0's parameters and buffers.
     std::vector<torch::Tensor> state = replica_state(models);
@@ -333,12 +356,12 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       check_replicas(*comm, models, done);
     stop_signal = agreed_stop_signal(*comm);
     if (stop_signal) {
-      save_checkpoint(done);
+      save_checkpoint(done, /*async=*/false);
       reporter->message(std::string("gantry: stopping after step ") + std::to_string(done) + " on " +
                         (stop_signal == SIGTERM ? "SIGTERM" : "SIGUSR1") + "; resume with --resume auto");
     } else if (!last && config.checkpoint.every > 0 && done % config.checkpoint.every == 0) {
       try {
-        save_checkpoint(done);
+        save_checkpoint(done, config.checkpoint.async);
       } catch (const checkpoint::CheckpointError& e) {  // every rank agrees; training goes on
         reporter->message(std::string("gantry: warning: ") + e.what());
       }
@@ -351,7 +374,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
 
   // ---- finish ----------------------------------------------------------------------------------
   check_replicas(*comm, models, config.train.steps);
-  if (config.train.steps > start_step) save_checkpoint(config.train.steps);
+  if (config.train.steps > start_step) save_checkpoint(config.train.steps, /*async=*/false);
+  finish_async_save();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (config.train.dump_replicas) {
     fs::create_directories(run_dir / "replicas");
