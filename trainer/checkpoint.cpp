@@ -76,9 +76,13 @@ void fsync_dir(const fs::path& dir) {
 }
 
 std::vector<char> read_all(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw CheckpointError(path.string() + ": missing or unreadable");
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::vector<char> bytes(static_cast<size_t>(in.tellg()));
+  in.seekg(0);
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())))
+    throw CheckpointError(path.string() + ": read failed");
+  return bytes;
 }
 
 // Test hook: GANTRY_CHECKPOINT_FAULT=point[:rank] kills this process with SIGKILL at `point`.
@@ -220,18 +224,18 @@ Checkpointer::~Checkpointer() {
   if (worker_.joinable()) worker_.join();
 }
 
-StateDict host_copy(const StateDict& state) {
-  StateDict copy;
-  for (const auto& [name, t] : state) copy[name] = t.detach().to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true);
-  return copy;
-}
-
-void Checkpointer::save_async(StateDict host_state, int64_t step, json meta) {
+void Checkpointer::save_async(const StateDict& state, int64_t step, json meta) {
   wait();
+  for (const auto& [name, t] : state) {
+    auto& buffer = host_buffers_[name];
+    if (!buffer.defined() || buffer.sizes() != t.sizes() || buffer.scalar_type() != t.scalar_type())
+      buffer = torch::empty(t.sizes(), t.options().device(torch::kCPU));
+    buffer.copy_(t.detach());
+  }
   worker_error_ = nullptr;
-  worker_ = std::thread([this, state = std::move(host_state), step, meta = std::move(meta)] {
+  worker_ = std::thread([this, step, meta = std::move(meta)] {
     try {
-      worker_result_ = save(state, step, meta);
+      worker_result_ = save(host_buffers_, step, meta);
     } catch (...) {
       worker_error_ = std::current_exception();
     }

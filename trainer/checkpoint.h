@@ -54,9 +54,10 @@ class Checkpointer {
   // manifest. Returns the committed directory; throws CheckpointError on every rank when any
   // rank failed, and then nothing is committed.
   std::string save(const StateDict& state, int64_t step, const nlohmann::json& meta);
-  // save() on a background thread, over `host_state`, which must be a private copy (see
-  // host_copy). At most one save is in flight: this first waits for the previous one.
-  void save_async(StateDict host_state, int64_t step, nlohmann::json meta);
+  // Copies `state` into host buffers kept from the previous async save (no page faults after the
+  // first), then runs save() over the copy on a background thread. Only the copy stalls the
+  // caller. At most one save is in flight: this first waits for the previous one.
+  void save_async(const StateDict& state, int64_t step, nlohmann::json meta);
   // Waits for the save in flight, if any: its directory, or its CheckpointError rethrown.
   std::optional<std::string> wait();
   bool in_flight() const { return worker_.joinable(); }
@@ -73,10 +74,8 @@ class Checkpointer {
   std::thread worker_;
   std::string worker_result_;
   std::exception_ptr worker_error_;
+  StateDict host_buffers_;  // the async save's private copy, reused
 };
-
-// A copy of `state` in host memory that training can no longer change: the stall of an async save.
-StateDict host_copy(const StateDict& state);
 
 // The checkpoint directories under `checkpoints_dir`, newest step first (committed ones only).
 std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir);

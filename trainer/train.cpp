@@ -290,11 +290,14 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   auto save_checkpoint = [&](int64_t done, bool async) {
     const auto t0 = Clock::now();
     finish_async_save();  // at most one in flight
+    const bool waited = std::chrono::duration<double>(Clock::now() - t0).count() > 1e-3;
+    const std::string waiting = seconds_since(t0);
+    const auto t1 = Clock::now();
     const auto state = training_state(*gan, stream->position(), done, done * d_steps * config.train.batch_size);
     if (async && proc.thread_multiple) {
-      checkpointer.save_async(checkpoint::host_copy(state), done, checkpoint_meta);
-      reporter->message("gantry: checkpoint of step " + std::to_string(done) +
-                        " writing in the background (training stalled " + seconds_since(t0) + ")");
+      checkpointer.save_async(state, done, checkpoint_meta);
+      reporter->message("gantry: checkpoint of step " + std::to_string(done) + " writing in the background (training stalled " +
+                        seconds_since(t1) + " for the copy" + (waited ? ", " + waiting + " waiting for the previous save" : "") + ")");
       return;
     }
     const std::string dir = checkpointer.save(state, done, checkpoint_meta);
