@@ -1,6 +1,7 @@
 // Implements: the Dataset interface (fixed-size records decoded to floats in [-1, 1]), the
-// readers' factory, and the errors they raise. Readers: MNIST/Fashion-MNIST IDX (raw or .gz),
-// CIFAR-10 binary batches, and the synthetic 1-D Gaussian.
+// readers' factory, and the errors they raise. Readers: MNIST/Fashion-MNIST IDX (raw, or .gz
+// inflated once into a cache), CIFAR-10 binary batches, and the synthetic 1-D Gaussian. File
+// readers read records with pread and decode them on demand; read() is thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -42,12 +43,14 @@ struct DatasetSpec {
   double gaussian_std = 1.0;
   int64_t gaussian_size = 1 << 20;
   uint64_t seed = 0;
+  std::string cache_dir;  // where .gz files are inflated; empty: next to them (or ~/.cache/gantry)
 };
 
 std::unique_ptr<Dataset> open_dataset(const DatasetSpec& spec);
 
 // The readers, for tests and tools that name a file directly.
-std::unique_ptr<Dataset> open_idx_images(const std::string& file, const std::string& name);
+std::unique_ptr<Dataset> open_idx_images(const std::string& file, const std::string& name,
+                                         const std::string& cache_dir = "");
 std::unique_ptr<Dataset> open_cifar10(const std::vector<std::string>& files);
 
 }  // namespace gantry::datasets

@@ -17,6 +17,7 @@ enum Stream : uint64_t {
   kFixedLatent = 4,
   kPenaltyMix = 5,
   kModelInit = 6,
+  kFlip = 7,
 };
 
 inline uint64_t mix64(uint64_t x) {

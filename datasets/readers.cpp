@@ -1,8 +1,12 @@
-// Implements: the dataset readers. IDX image files (MNIST, Fashion-MNIST; raw or gzip) and
-// CIFAR-10 binary batches are checked (magic, dimensions, exact size) when opened; records are
-// then decoded on demand. The 1-D Gaussian computes record i from (seed, i).
+// Implements: the dataset readers. IDX image files (MNIST, Fashion-MNIST) and CIFAR-10 binary
+// batches are checked (magic, dimensions, exact size) when opened; records are then read with
+// pread and decoded on demand, so a dataset is never resident as a whole. A .gz IDX file is inflated once
+// into a cache file (atomic rename). The 1-D Gaussian computes record i from (seed, i).
 #include "datasets/dataset.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <cstring>
@@ -19,66 +23,138 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Reads a whole file, inflating it when it is gzip. Throws DataError naming the file.
-std::vector<uint8_t> read_file(const std::string& file) {
-  std::vector<uint8_t> bytes;
-  if (!fs::exists(file)) throw DataError("data file " + file + ": not found");
-  if (ends_with(file, ".gz")) {
-    gzFile gz = gzopen(file.c_str(), "rb");
-    if (!gz) throw DataError("data file " + file + ": cannot open: " + std::strerror(errno));
-    gzbuffer(gz, 1 << 20);
-    std::vector<uint8_t> chunk(1 << 20);
-    while (true) {
-      const int n = gzread(gz, chunk.data(), static_cast<unsigned>(chunk.size()));
-      if (n < 0) {
-        int code = 0;
-        std::string msg = gzerror(gz, &code);
-        gzclose(gz);
-        throw DataError("data file " + file + ": corrupt gzip stream: " + msg);
-      }
-      if (n == 0) break;
-      bytes.insert(bytes.end(), chunk.begin(), chunk.begin() + n);
-    }
-    // gzread reports a stream cut short only through gzerror once it hits the end.
-    int code = 0;
-    const char* msg = gzerror(gz, &code);
-    if (code != Z_OK && code != Z_STREAM_END) {
-      std::string text = msg;
-      gzclose(gz);
-      throw DataError("data file " + file + ": corrupt gzip stream: " + text);
-    }
-    const int rc = gzclose(gz);
-    if (rc == Z_BUF_ERROR) throw DataError("data file " + file + ": truncated gzip stream");
-    if (rc != Z_OK) throw DataError("data file " + file + ": gzip error " + std::to_string(rc));
-    return bytes;
+// An open data file read with pread: thread-safe, and a file that shrinks under a running job
+// gives a clear error instead of the SIGBUS a memory map would raise.
+class RecordFile {
+ public:
+  explicit RecordFile(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw DataError("data file " + path + ": cannot open: " + std::strerror(errno));
+    struct stat st {};
+    ::fstat(fd_, &st);
+    size_ = static_cast<size_t>(st.st_size);
+    ::posix_fadvise(fd_, 0, 0, POSIX_FADV_RANDOM);  // records are read in a shuffled order
   }
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw DataError("data file " + file + ": cannot open: " + std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  bytes.resize(static_cast<size_t>(in.tellg()));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  if (!in) throw DataError("data file " + file + ": read failed");
-  return bytes;
+  ~RecordFile() { ::close(fd_); }
+  RecordFile(const RecordFile&) = delete;
+  RecordFile& operator=(const RecordFile&) = delete;
+
+  void read(size_t offset, size_t length, uint8_t* out) const {
+    size_t done = 0;
+    while (done < length) {
+      const ssize_t n = ::pread(fd_, out + done, length - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw DataError("data file " + path_ + ": read failed: " + std::strerror(errno));
+      if (n == 0)
+        throw DataError("data file " + path_ + ": truncated while training (no bytes at offset " +
+                        std::to_string(offset + done) + " of the " + std::to_string(size_) + " it had)");
+      done += static_cast<size_t>(n);
+    }
+  }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  size_t size_ = 0;
+};
+
+std::string cache_directory_for(const fs::path& source, const std::string& cache_dir) {
+  const fs::path next_to = fs::absolute(source).parent_path();
+  const std::string folder = next_to.string();
+  if (cache_dir.empty() && folder.rfind("/usr/", 0) != 0 && ::access(folder.c_str(), W_OK) == 0) return folder;
+  std::string sub = folder;
+  for (char& c : sub) if (c == '/') c = '_';
+  if (!cache_dir.empty()) return (fs::path(cache_dir) / sub).string();
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME")) return (fs::path(xdg) / "gantry" / sub).string();
+  if (const char* home = std::getenv("HOME")) return (fs::path(home) / ".cache" / "gantry" / sub).string();
+  throw DataError("data file " + source.string() + ": its folder is read-only; set data.cache_dir");
+}
+
+// The inflated copy of `gz`, made once: in `cache_dir` (empty: next to the file, or the user's
+// cache folder when that is read-only). Written to a private temporary name and renamed, so
+// concurrent ranks and crashes never leave a half-written cache behind.
+std::string inflate_to_cache(const std::string& gz, const std::string& cache_dir) {
+  const fs::path dir = cache_directory_for(gz, cache_dir);
+  const fs::path target = dir / fs::path(gz).filename().replace_extension("");
+  std::error_code ec;
+  if (fs::exists(target, ec) && fs::last_write_time(target, ec) >= fs::last_write_time(gz, ec)) return target.string();
+  fs::create_directories(dir, ec);
+  const fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
+  gzFile in = gzopen(gz.c_str(), "rb");
+  if (!in) throw DataError("data file " + gz + ": cannot open: " + std::strerror(errno));
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out) {
+    gzclose(in);
+    throw DataError("data file " + gz + ": cannot write its cache " + tmp.string() + " (set data.cache_dir)");
+  }
+  gzbuffer(in, 1 << 20);
+  std::vector<char> chunk(1 << 20);
+  std::string error;
+  while (true) {
+    const int n = gzread(in, chunk.data(), static_cast<unsigned>(chunk.size()));
+    if (n < 0) {
+      int code = 0;
+      error = std::string("corrupt gzip stream: ") + gzerror(in, &code);
+      break;
+    }
+    if (n == 0) break;
+    out.write(chunk.data(), n);
+  }
+  int code = 0;
+  const char* msg = gzerror(in, &code);
+  if (error.empty() && code != Z_OK && code != Z_STREAM_END) error = std::string("corrupt gzip stream: ") + msg;
+  const int rc = gzclose(in);
+  if (error.empty() && rc == Z_BUF_ERROR) error = "truncated gzip stream";
+  if (error.empty() && rc != Z_OK) error = "gzip error " + std::to_string(rc);
+  if (error.empty() && !out.flush()) error = "cannot write its cache " + tmp.string();
+  out.close();
+  if (!error.empty()) {
+    fs::remove(tmp, ec);
+    throw DataError("data file " + gz + ": " + error);
+  }
+  fs::rename(tmp, target);
+  return target.string();
 }
 
 uint32_t big_endian_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-// Records of uint8 pixels stored back to back, decoded as x / 127.5 - 1.
-class ByteRecords : public Dataset {
+// Fixed-size uint8 records in one or more files, decoded as x / 127.5 - 1. A record may
+// start with a label byte (CIFAR-10), which is checked when the record is read.
+class FileRecords : public Dataset {
  public:
-  ByteRecords(std::string name, RecordShape shape, std::vector<uint8_t> pixels)
-      : name_(std::move(name)), shape_(shape), pixels_(std::move(pixels)) {}
+  struct Segment {
+    std::shared_ptr<RecordFile> file;
+    size_t first_offset;  // bytes before the first record
+    int64_t count;
+  };
+
+  FileRecords(std::string name, RecordShape shape, bool label_byte, std::vector<Segment> segments)
+      : name_(std::move(name)), shape_(shape), label_byte_(label_byte), segments_(std::move(segments)) {
+    for (const auto& s : segments_) size_ += s.count;
+  }
 
   std::string name() const override { return name_; }
-  int64_t size() const override { return static_cast<int64_t>(pixels_.size()) / shape_.numel(); }
+  int64_t size() const override { return size_; }
   RecordShape shape() const override { return shape_; }
   void read(const int64_t* indices, int64_t n, float* out) const override {
     const int64_t len = shape_.numel();
+    const int64_t stride = len + (label_byte_ ? 1 : 0);
+    thread_local std::vector<uint8_t> buffer;
+    buffer.resize(static_cast<size_t>(stride));
+    const uint8_t* record = buffer.data();
     for (int64_t i = 0; i < n; ++i) {
-      const uint8_t* src = pixels_.data() + indices[i] * len;
+      int64_t local = indices[i];
+      const Segment* seg = segments_.data();
+      while (local >= seg->count) local -= (seg++)->count;
+      seg->file->read(seg->first_offset + static_cast<size_t>(local * stride), static_cast<size_t>(stride), buffer.data());
+      if (label_byte_ && record[0] > 9)
+        throw DataError("data file " + seg->file->path() + ": record " + std::to_string(local) + " has label " +
+                        std::to_string(record[0]) + ", CIFAR-10 labels are 0-9 (not a CIFAR-10 batch?)");
+      const uint8_t* src = record + (label_byte_ ? 1 : 0);
       for (int64_t k = 0; k < len; ++k) out[i * len + k] = src[k] * (2.0f / 255.0f) - 1.0f;
     }
   }
@@ -86,7 +162,9 @@ class ByteRecords : public Dataset {
  private:
   std::string name_;
   RecordShape shape_;
-  std::vector<uint8_t> pixels_;
+  bool label_byte_;
+  std::vector<Segment> segments_;
+  int64_t size_ = 0;
 };
 
 class Gaussian1d : public Dataset {
@@ -126,52 +204,61 @@ std::string find_file(const std::string& dir, const std::vector<std::string>& ca
 
 }  // namespace
 
-std::unique_ptr<Dataset> open_idx_images(const std::string& file, const std::string& name) {
-  std::vector<uint8_t> bytes = read_file(file);
-  if (bytes.size() < 16)
-    throw DataError("data file " + file + ": truncated: " + std::to_string(bytes.size()) +
+std::unique_ptr<Dataset> open_idx_images(const std::string& file, const std::string& name,
+                                         const std::string& cache_dir) {
+  if (!fs::exists(file)) throw DataError("data file " + file + ": not found");
+  const std::string raw = ends_with(file, ".gz") ? inflate_to_cache(file, cache_dir) : file;
+  auto mapped = std::make_shared<RecordFile>(raw);
+  // Errors name the file the user gave, and the cache when that is what was read.
+  const std::string named = raw == file ? file : raw + " (inflated from " + file + ")";
+  const size_t size = mapped->size();
+  uint8_t bytes[16] = {0};
+  if (size >= 16) mapped->read(0, 16, bytes);
+  if (size < 16)
+    throw DataError("data file " + named + ": truncated: " + std::to_string(size) +
                     " bytes, shorter than the 16-byte IDX header");
-  const uint32_t magic = big_endian_u32(bytes.data());
-  if (magic != 0x00000803)
-    throw DataError("data file " + file + ": bad magic number 0x" +
-                    [&] { char b[16]; std::snprintf(b, sizeof b, "%08x", magic); return std::string(b); }() +
+  const uint32_t magic = big_endian_u32(bytes);
+  if (magic != 0x00000803) {
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%08x", magic);
+    throw DataError("data file " + named + ": bad magic number 0x" + hex +
                     ", expected 0x00000803 (IDX unsigned-byte images, 3 dimensions)");
-  const uint64_t count = big_endian_u32(bytes.data() + 4);
-  const uint64_t rows = big_endian_u32(bytes.data() + 8);
-  const uint64_t cols = big_endian_u32(bytes.data() + 12);
+  }
+  const uint64_t count = big_endian_u32(bytes + 4);
+  const uint64_t rows = big_endian_u32(bytes + 8);
+  const uint64_t cols = big_endian_u32(bytes + 12);
   if (count == 0 || rows == 0 || cols == 0 || rows > 4096 || cols > 4096)
-    throw DataError("data file " + file + ": implausible dimensions " + std::to_string(count) +
+    throw DataError("data file " + named + ": implausible dimensions " + std::to_string(count) +
                     " x " + std::to_string(rows) + " x " + std::to_string(cols));
   const uint64_t expected = 16 + count * rows * cols;
-  if (bytes.size() != expected)
-    throw DataError("data file " + file + ": " +
-                    (bytes.size() < expected ? "truncated" : "trailing bytes") + ": header says " +
-                    std::to_string(count) + " images of " + std::to_string(rows) + "x" +
+  if (size != expected)
+    throw DataError("data file " + named + ": " + (size < expected ? "truncated" : "trailing bytes") +
+                    ": header says " + std::to_string(count) + " images of " + std::to_string(rows) + "x" +
                     std::to_string(cols) + " (" + std::to_string(expected) + " bytes) but it has " +
-                    std::to_string(bytes.size()) + " bytes");
-  bytes.erase(bytes.begin(), bytes.begin() + 16);
-  return std::make_unique<ByteRecords>(
-      name, RecordShape{1, static_cast<int64_t>(rows), static_cast<int64_t>(cols)}, std::move(bytes));
+                    std::to_string(size) + " bytes");
+  return std::make_unique<FileRecords>(
+      name, RecordShape{1, static_cast<int64_t>(rows), static_cast<int64_t>(cols)}, /*label_byte=*/false,
+      std::vector<FileRecords::Segment>{{mapped, 16, static_cast<int64_t>(count)}});
 }
 
 std::unique_ptr<Dataset> open_cifar10(const std::vector<std::string>& files) {
   constexpr int64_t kRecord = 1 + 3 * 32 * 32;
-  std::vector<uint8_t> pixels;
+  std::vector<FileRecords::Segment> segments;
   for (const auto& file : files) {
-    const std::vector<uint8_t> bytes = read_file(file);
-    if (bytes.empty() || bytes.size() % kRecord != 0)
-      throw DataError("data file " + file + ": " + std::to_string(bytes.size()) +
+    if (!fs::exists(file)) throw DataError("data file " + file + ": not found");
+    auto mapped = std::make_shared<RecordFile>(file);
+    const size_t size = mapped->size();
+    if (size == 0 || size % kRecord != 0)
+      throw DataError("data file " + file + ": " + std::to_string(size) +
                       " bytes is not a whole number of 3073-byte CIFAR-10 records (truncated?)");
-    const size_t n = bytes.size() / kRecord;
-    for (size_t i = 0; i < n; ++i) {
-      const uint8_t label = bytes[i * kRecord];
-      if (label > 9)
-        throw DataError("data file " + file + ": record " + std::to_string(i) + " has label " +
-                        std::to_string(label) + ", CIFAR-10 labels are 0-9 (not a CIFAR-10 batch?)");
-      pixels.insert(pixels.end(), bytes.begin() + i * kRecord + 1, bytes.begin() + (i + 1) * kRecord);
-    }
+    uint8_t first_label = 0;
+    mapped->read(0, 1, &first_label);
+    if (first_label > 9)  // every record's label is checked again when it is read
+      throw DataError("data file " + file + ": record 0 has label " + std::to_string(first_label) +
+                      ", CIFAR-10 labels are 0-9 (not a CIFAR-10 batch?)");
+    segments.push_back({mapped, 0, static_cast<int64_t>(size / kRecord)});
   }
-  return std::make_unique<ByteRecords>("cifar10", RecordShape{3, 32, 32}, std::move(pixels));
+  return std::make_unique<FileRecords>("cifar10", RecordShape{3, 32, 32}, /*label_byte=*/true, std::move(segments));
 }
 
 std::unique_ptr<Dataset> open_dataset(const DatasetSpec& spec) {
@@ -180,7 +267,7 @@ std::unique_ptr<Dataset> open_dataset(const DatasetSpec& spec) {
     const std::string stem = test ? "t10k-images-idx3-ubyte" : "train-images-idx3-ubyte";
     const std::string file = find_file(spec.path, {stem, stem + ".gz", test ? "t10k-images.idx3-ubyte" : "train-images.idx3-ubyte"},
                                        spec.name + " " + spec.split + " images");
-    return open_idx_images(file, spec.name);
+    return open_idx_images(file, spec.name, spec.cache_dir);
   }
   if (spec.name == "cifar10") {
     std::string dir = spec.path;

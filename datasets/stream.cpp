@@ -1,6 +1,13 @@
 // Implements: ShardedSampler (seeded per-epoch Fisher-Yates permutation, contiguous per-rank
-// slices of each global batch) and DataStream on top of it.
+// slices of each global batch) and DataStream: indices are chosen on the training thread (the
+// sampler is not shared), records are decoded on a small worker pool, and batches come back in
+// order through futures, which also carry a worker's exception to next().
 #include "datasets/stream.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "datasets/random.h"
 
@@ -44,22 +51,119 @@ std::vector<int64_t> ShardedSampler::local_indices(int64_t epoch, int64_t batch)
   return {perm.begin() + begin, perm.begin() + begin + local_batch()};
 }
 
+// A fixed set of threads running tasks in submission order. Destruction finishes the queued tasks
+// (their futures may still be waited on) and joins.
+class WorkerPool {
+ public:
+  explicit WorkerPool(int threads) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  std::future<torch::Tensor> submit(std::function<torch::Tensor()> fn) {
+    std::packaged_task<torch::Tensor()> task(std::move(fn));
+    auto future = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      tasks_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+    return future;
+  }
+
+ private:
+  void run() {
+    while (true) {
+      std::packaged_task<torch::Tensor()> task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();  // an exception is stored in the future
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::packaged_task<torch::Tensor()>> tasks_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
 DataStream::DataStream(std::shared_ptr<const Dataset> dataset, int64_t global_batch, int rank,
-                       int world_size, uint64_t seed)
+                       int world_size, uint64_t seed, StreamOptions options)
     : dataset_(std::move(dataset)),
-      sampler_(dataset_->size(), global_batch, rank, world_size, seed) {}
+      sampler_(dataset_->size(), global_batch, rank, world_size, seed),
+      seed_(seed),
+      options_(options) {
+  if (options_.prefetch > 0) pool_ = std::make_unique<WorkerPool>(std::max(1, options_.workers));
+}
+
+DataStream::~DataStream() { drain(); }
+
+StreamPosition DataStream::advance(StreamPosition p) const {
+  if (++p.batch == sampler_.batches_per_epoch()) {
+    p.batch = 0;
+    ++p.epoch;
+  }
+  return p;
+}
+
+std::function<torch::Tensor()> DataStream::batch_task(const StreamPosition& p) {
+  return [dataset = dataset_, indices = sampler_.local_indices(p.epoch, p.batch), epoch = p.epoch,
+          seed = seed_, hflip = options_.hflip] {
+    const RecordShape s = dataset->shape();
+    torch::Tensor batch = torch::empty({static_cast<int64_t>(indices.size()), s.channels, s.height, s.width});
+    dataset->read(indices.data(), static_cast<int64_t>(indices.size()), batch.data_ptr<float>());
+    if (hflip) {
+      for (size_t i = 0; i < indices.size(); ++i) {
+        random::Rng rng(random::key({seed, random::kFlip, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices[i])}));
+        if (rng.next_u64() & 1) batch[static_cast<int64_t>(i)] = batch[static_cast<int64_t>(i)].flip({2});
+      }
+    }
+    return batch;
+  };
+}
 
 torch::Tensor DataStream::next() {
-  const auto indices = sampler_.local_indices(position_.epoch, position_.batch);
-  const RecordShape s = dataset_->shape();
-  torch::Tensor batch =
-      torch::empty({static_cast<int64_t>(indices.size()), s.channels, s.height, s.width});
-  dataset_->read(indices.data(), static_cast<int64_t>(indices.size()), batch.data_ptr<float>());
-  if (++position_.batch == sampler_.batches_per_epoch()) {
-    position_.batch = 0;
-    ++position_.epoch;
+  const auto start = std::chrono::steady_clock::now();
+  torch::Tensor batch;
+  if (!pool_) {
+    batch = batch_task(position_)();
+  } else {
+    if (pending_.empty()) queued_ = position_;
+    while (static_cast<int>(pending_.size()) <= options_.prefetch) {
+      pending_.push_back(pool_->submit(batch_task(queued_)));
+      queued_ = advance(queued_);
+    }
+    auto future = std::move(pending_.front());
+    pending_.pop_front();
+    batch = future.get();  // rethrows a worker's error
   }
+  position_ = advance(position_);
+  wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return batch;
 }
+
+void DataStream::drain() {
+  for (auto& f : pending_) f.wait();
+  pending_.clear();
+}
+
+void DataStream::set_position(const StreamPosition& position) {
+  drain();
+  position_ = position;
+}
+
+double DataStream::take_wait_seconds() { return std::exchange(wait_seconds_, 0.0); }
 
 }  // namespace gantry::datasets

@@ -1,12 +1,16 @@
 // Implements: the sharded sampler and the data stream. Each epoch is a seeded permutation of the
 // global index space; global batch b is the slice [b*B, (b+1)*B) of it and rank r reads the
 // contiguous r-th 1/world part of every global batch, so a seed gives the same global batches at
-// any world size. The stream's position is a small value that a checkpoint can save.
+// any world size. The last incomplete global batch of an epoch is dropped. The stream assembles
+// the next `prefetch` batches on `workers` background threads; its position is a small value
+// that a checkpoint saves.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <deque>
+#include <future>
 #include <memory>
 #include <vector>
 
@@ -42,22 +46,47 @@ struct StreamPosition {
   int64_t batch = 0;  // global batch index within the epoch
 };
 
+struct StreamOptions {
+  int workers = 1;      // threads that decode batches
+  int prefetch = 2;     // batches assembled ahead of the training thread (0: decode in next())
+  bool hflip = false;   // flip each image left-right with probability 1/2 (seeded per epoch and record)
+};
+
+class WorkerPool;
+
 class DataStream {
  public:
   DataStream(std::shared_ptr<const Dataset> dataset, int64_t global_batch, int rank, int world_size,
-             uint64_t seed);
+             uint64_t seed, StreamOptions options = {});
+  ~DataStream();
 
   // This rank's part of the next global batch, shape [local_batch, C, H, W], values in [-1, 1].
+  // An error in a worker thread is rethrown here with its message.
   torch::Tensor next();
+  // The position of the next batch next() returns (batches prefetched but not taken don't count).
   StreamPosition position() const { return position_; }
-  void set_position(const StreamPosition& position) { position_ = position; }
+  // Continues from `position`; batches prefetched for the old position are dropped.
+  void set_position(const StreamPosition& position);
+  // Seconds next() spent waiting for data since the last call.
+  double take_wait_seconds();
+
   const Dataset& dataset() const { return *dataset_; }
   int64_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
 
  private:
+  StreamPosition advance(StreamPosition p) const;
+  std::function<torch::Tensor()> batch_task(const StreamPosition& p);
+  void drain();
+
   std::shared_ptr<const Dataset> dataset_;
   ShardedSampler sampler_;
-  StreamPosition position_;
+  uint64_t seed_;
+  StreamOptions options_;
+  StreamPosition position_;  // of the next batch handed out
+  StreamPosition queued_;    // of the next batch to submit
+  std::unique_ptr<WorkerPool> pool_;
+  std::deque<std::future<torch::Tensor>> pending_;
+  double wait_seconds_ = 0;
 };
 
 }  // namespace gantry::datasets

@@ -126,11 +126,19 @@ TEST(Cifar10Reader, TruncatedAndMislabelledFilesNameTheFile) {
   EXPECT_NE(e.find((dir / "test_batch.bin").string()), std::string::npos) << e;
   EXPECT_NE(e.find("not a whole number of 3073-byte CIFAR-10 records"), std::string::npos) << e;
 
+  // Labels are checked as records are read (opening does not read the whole file).
   bytes = cifar_bytes(0, 3);
   bytes[3073] = 42;  // record 1's label
   write_bytes(dir / "test_batch.bin", bytes);
-  e = error_of([&] { open_dataset({"cifar10", dir.string(), "test"}); });
-  EXPECT_NE(e.find("record 1 has label 42"), std::string::npos) << e;
+  const auto ds = open_dataset({"cifar10", dir.string(), "test"});
+  std::vector<float> out(3072);
+  const int64_t record = 1;
+  e = error_of([&] { ds->read(&record, 1, out.data()); });
+  EXPECT_NE(e.find((dir / "test_batch.bin").string() + ": record 1 has label 42"), std::string::npos) << e;
+  bytes[0] = 200;  // record 0's label is checked when the file is opened
+  write_bytes(dir / "test_batch.bin", bytes);
+  EXPECT_NE(error_of([&] { open_dataset({"cifar10", dir.string(), "test"}); }).find("record 0 has label 200"),
+            std::string::npos);
 
   e = error_of([&] { open_dataset({"cifar10", dir.string(), "train"}); });
   EXPECT_NE(e.find("data_batch_1.bin"), std::string::npos) << e;
@@ -158,4 +166,52 @@ TEST(Gaussian1d, DeterministicPerIndexWithTheConfiguredMoments) {
   float x;
   a->read(&one, 1, &x);
   EXPECT_EQ(x, xa[one]);
+}
+
+TEST(IdxReader, GzipIsInflatedOnceIntoTheCacheAtomically) {
+  const auto dir = fresh_dir("idx-cache");
+  const auto cache = dir / "cache";
+  write_bytes(dir / "train-images-idx3-ubyte.gz", idx_bytes(0x803, 10, 4, 3), /*gzip=*/true);
+  DatasetSpec spec{"mnist", dir.string(), "train"};
+  spec.cache_dir = cache.string();
+  const auto a = open_dataset(spec);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::recursive_directory_iterator(cache))
+    if (e.is_regular_file()) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u);  // the inflated file, and no temporary left behind
+  EXPECT_EQ(files[0].filename(), "train-images-idx3-ubyte");
+  EXPECT_EQ(fs::file_size(files[0]), 16u + 10 * 12);
+  const auto written = fs::last_write_time(files[0]);
+  const auto b = open_dataset(spec);  // reuses the cache
+  EXPECT_EQ(fs::last_write_time(files[0]), written);
+  std::vector<float> out(12);
+  const int64_t idx = 9;
+  b->read(&idx, 1, out.data());
+  EXPECT_EQ(out[5], decoded(idx_pixel(9, 5)));
+}
+
+TEST(IdxReader, ATruncatedGzipLeavesNoCache) {
+  const auto dir = fresh_dir("idx-cache-bad");
+  const auto gz = dir / "train-images-idx3-ubyte.gz";
+  write_bytes(gz, idx_bytes(0x803, 300, 28, 28), /*gzip=*/true);
+  fs::resize_file(gz, fs::file_size(gz) / 2);
+  DatasetSpec spec{"mnist", dir.string(), "train"};
+  spec.cache_dir = (dir / "cache").string();
+  EXPECT_NE(error_of([&] { open_dataset(spec); }).find(gz.string()), std::string::npos);
+  for (const auto& e : fs::recursive_directory_iterator(dir / "cache"))
+    EXPECT_FALSE(e.is_regular_file()) << e.path();
+}
+
+TEST(IdxReader, AFileTruncatedWhileTrainingIsAClearError) {
+  const auto dir = fresh_dir("idx-shrink");
+  const auto file = dir / "train-images-idx3-ubyte";
+  write_bytes(file, idx_bytes(0x803, 10, 4, 3));
+  const auto ds = open_dataset({"mnist", dir.string(), "train"});
+  fs::resize_file(file, 16 + 5 * 12);  // records 5..9 are gone
+  std::vector<float> out(12);
+  const int64_t ok = 2, gone = 8;
+  ds->read(&ok, 1, out.data());
+  const std::string e = error_of([&] { ds->read(&gone, 1, out.data()); });
+  EXPECT_NE(e.find(file.string()), std::string::npos) << e;
+  EXPECT_NE(e.find("truncated while training"), std::string::npos) << e;
 }

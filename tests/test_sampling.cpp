@@ -88,3 +88,118 @@ TEST(Rng, BelowIsUnbiasedEnough) {
   for (int i = 0; i < 60000; ++i) ++counts[rng.below(6)];
   for (int c : counts) EXPECT_NEAR(c, 10000, 500);  // about 5 standard deviations (91)
 }
+
+// ---- the data stream: prefetching, positions, worker errors, flips --------------------------
+
+namespace {
+
+using gantry::datasets::DataStream;
+using gantry::datasets::StreamOptions;
+
+// Record i is the single value i: batches show exactly which records they hold.
+class IndexDataset : public gantry::datasets::Dataset {
+ public:
+  explicit IndexDataset(int64_t n, int64_t fail_at = -1) : n_(n), fail_at_(fail_at) {}
+  std::string name() const override { return "index"; }
+  int64_t size() const override { return n_; }
+  gantry::datasets::RecordShape shape() const override { return {1, 1, 1}; }
+  void read(const int64_t* idx, int64_t n, float* out) const override {
+    for (int64_t i = 0; i < n; ++i) {
+      if (idx[i] == fail_at_) throw gantry::datasets::DataError("data file fake.idx: record " + std::to_string(idx[i]) + " is unreadable");
+      out[i] = static_cast<float>(idx[i]);
+    }
+  }
+
+ private:
+  int64_t n_, fail_at_;
+};
+
+std::vector<int64_t> values(const torch::Tensor& batch) {
+  const torch::Tensor flat = batch.reshape({-1}).to(torch::kInt64);
+  return {flat.data_ptr<int64_t>(), flat.data_ptr<int64_t>() + flat.numel()};
+}
+
+}  // namespace
+
+TEST(DataStream, EveryRecordOnceAcrossRanksPerEpochAtWorldOneToFour) {
+  constexpr int64_t kRecords = 1003, kBatch = 24;  // 41 full global batches; the last 19 records dropped
+  auto data = std::make_shared<IndexDataset>(kRecords);
+  for (int world = 1; world <= 4; ++world) {
+    std::vector<std::unique_ptr<DataStream>> ranks;
+    for (int r = 0; r < world; ++r)
+      ranks.push_back(std::make_unique<DataStream>(data, kBatch, r, world, 5, StreamOptions{2, 3, false}));
+    std::vector<int> seen(kRecords, 0);
+    for (int64_t b = 0; b < ranks[0]->batches_per_epoch(); ++b)
+      for (auto& s : ranks)
+        for (int64_t v : values(s->next())) ++seen[v];
+    int64_t once = 0;
+    for (int c : seen) {
+      ASSERT_LE(c, 1) << "world " << world;
+      once += c;
+    }
+    EXPECT_EQ(once, (kRecords / kBatch) * kBatch) << "world " << world;  // the partial batch is dropped
+    EXPECT_EQ(ranks[0]->position().epoch, 1);
+    EXPECT_EQ(ranks[0]->position().batch, 0);
+  }
+}
+
+TEST(DataStream, PrefetchedBatchesEqualSynchronousOnes) {
+  auto data = std::make_shared<IndexDataset>(500);
+  DataStream sync(data, 32, 1, 2, 9, StreamOptions{1, 0, false});
+  DataStream ahead(data, 32, 1, 2, 9, StreamOptions{3, 4, false});
+  for (int i = 0; i < 40; ++i) ASSERT_EQ(values(sync.next()), values(ahead.next())) << "batch " << i;  // 2.6 epochs
+  EXPECT_GE(ahead.take_wait_seconds(), 0.0);
+  EXPECT_EQ(ahead.take_wait_seconds(), 0.0);  // reset by the read
+}
+
+TEST(DataStream, RestoringAMidEpochPositionContinuesTheSameSequence) {
+  auto data = std::make_shared<IndexDataset>(300);
+  DataStream a(data, 30, 0, 3, 4, StreamOptions{2, 2, false});
+  for (int i = 0; i < 13; ++i) a.next();  // epoch 1, batch 3 (10 batches an epoch)
+  const auto pos = a.position();
+  EXPECT_EQ(pos.epoch, 1);
+  EXPECT_EQ(pos.batch, 3);
+  std::vector<std::vector<int64_t>> expected;
+  for (int i = 0; i < 12; ++i) expected.push_back(values(a.next()));
+  DataStream b(data, 30, 0, 3, 4, StreamOptions{1, 3, false});
+  b.next();  // something already prefetched is dropped by set_position
+  b.set_position(pos);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(values(b.next()), expected[i]) << i;
+}
+
+TEST(DataStream, AWorkerErrorReachesTheTrainingThreadWithItsMessage) {
+  auto data = std::make_shared<IndexDataset>(100, /*fail_at=*/37);
+  DataStream s(data, 10, 0, 1, 1, StreamOptions{2, 3, false});
+  try {
+    for (int i = 0; i < 10; ++i) s.next();
+    FAIL() << "record 37 was never read";
+  } catch (const gantry::datasets::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("fake.idx: record 37 is unreadable"), std::string::npos);
+  }
+  // Destroying the stream with work in flight joins cleanly (the test would hang otherwise).
+}
+
+TEST(DataStream, HflipMirrorsAboutHalfTheImagesDeterministically) {
+  class Ramp : public gantry::datasets::Dataset {  // every image is 0, 1, 2, 3 along its width
+   public:
+    std::string name() const override { return "ramp"; }
+    int64_t size() const override { return 400; }
+    gantry::datasets::RecordShape shape() const override { return {1, 2, 4}; }
+    void read(const int64_t*, int64_t n, float* out) const override {
+      for (int64_t i = 0; i < n * 8; ++i) out[i] = static_cast<float>(i % 4);
+    }
+  };
+  auto data = std::make_shared<Ramp>();
+  DataStream a(data, 400, 0, 1, 3, StreamOptions{1, 0, true}), b(data, 400, 0, 1, 3, StreamOptions{2, 2, true});
+  const torch::Tensor x = a.next();
+  EXPECT_TRUE(torch::equal(x, b.next()));  // the flips are a function of (seed, epoch, record)
+  const torch::Tensor ramp = torch::arange(4, torch::kFloat32).expand({2, 4});
+  int64_t flipped = 0;
+  for (int64_t i = 0; i < 400; ++i) {
+    const bool plain = torch::equal(x[i][0], ramp), mirrored = torch::equal(x[i][0], ramp.flip({1}));
+    ASSERT_TRUE(plain || mirrored) << i;
+    flipped += mirrored;
+  }
+  EXPECT_NEAR(flipped, 200, 50);  // 5 standard deviations of Binomial(400, 1/2)
+  EXPECT_FALSE(torch::equal(x, a.next()));  // epoch 1 flips other images
+}

@@ -37,7 +37,7 @@ void Reporter::log(const LogRecord& r) {
   }
   nlohmann::json j = {{"step", r.step},       {"epoch", r.epoch},   {"d_loss", r.d_loss},
                       {"g_loss", r.g_loss},   {"d_real", r.d_real}, {"d_fake", r.d_fake},
-                      {"img_per_s", r.img_per_s}};
+                      {"img_per_s", r.img_per_s}, {"data_wait_s", r.data_wait_s}};
   if (r.fake_mean) j["fake_mean"] = *r.fake_mean;
   if (r.fake_std) j["fake_std"] = *r.fake_std;
   jsonl_ << j.dump() << '\n';

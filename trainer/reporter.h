@@ -15,6 +15,7 @@ struct LogRecord {
   int64_t epoch = 0;
   double d_loss = 0, g_loss = 0, d_real = 0, d_fake = 0;
   double img_per_s = 0;  // real images per second, whole job
+  double data_wait_s = 0;  // seconds per step the training thread waited for data (rank average)
   std::optional<double> fake_mean, fake_std;  // gaussian1d only
 };
 
