@@ -4,6 +4,7 @@
 // order through futures, which also carry a worker's exception to next().
 #include "datasets/stream.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -124,10 +125,16 @@ std::function<torch::Tensor()> DataStream::batch_task(const StreamPosition& p) {
     const RecordShape s = dataset->shape();
     torch::Tensor batch = torch::empty({static_cast<int64_t>(indices.size()), s.channels, s.height, s.width});
     dataset->read(indices.data(), static_cast<int64_t>(indices.size()), batch.data_ptr<float>());
-    if (hflip) {
+    if (hflip) {  // reverse every row of the chosen images, in place
+      float* x = batch.data_ptr<float>();
+      const int64_t rows = s.channels * s.height;
       for (size_t i = 0; i < indices.size(); ++i) {
         random::Rng rng(random::key({seed, random::kFlip, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices[i])}));
-        if (rng.next_u64() & 1) batch[static_cast<int64_t>(i)] = batch[static_cast<int64_t>(i)].flip({2});
+        if (!(rng.next_u64() & 1)) continue;
+        for (int64_t r = 0; r < rows; ++r) {
+          float* row = x + (static_cast<int64_t>(i) * rows + r) * s.width;
+          std::reverse(row, row + s.width);
+        }
       }
     }
     return batch;
