@@ -148,6 +148,10 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("data.split", data.split, one_of({"train", "test"})),
       GANTRY_FIELD("data.gaussian.mean", data.gaussian.mean),
       GANTRY_FIELD("data.gaussian.std", data.gaussian.std, positive()),
+      GANTRY_FIELD("data.cache_dir", data.cache_dir),
+      GANTRY_FIELD("data.workers", data.workers, at_least<int64_t>(1)),
+      GANTRY_FIELD("data.prefetch", data.prefetch, at_least<int64_t>(0)),
+      GANTRY_FIELD("data.hflip", data.hflip),
       GANTRY_FIELD("model.arch", model.arch, one_of({"mlp", "dcgan"})),
       GANTRY_FIELD("model.z_dim", model.z_dim, at_least<int64_t>(1)),
       GANTRY_FIELD("model.mlp.g_hidden", model.mlp.g_hidden, positive_widths()),
@@ -174,6 +178,11 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("checkpoint.keep_last", checkpoint.keep_last, at_least<int64_t>(1)),
       GANTRY_FIELD("checkpoint.keep_every", checkpoint.keep_every, at_least<int64_t>(0)),
       GANTRY_FIELD("checkpoint.async", checkpoint.async),
+      GANTRY_FIELD("monitoring.port", monitoring.port,
+                   [](const int64_t& v) { return v < 0 || v > 65535 ? "must be 0 (off) or a TCP port" : ""; }),
+      GANTRY_FIELD("monitoring.bind", monitoring.bind,
+                   [](const std::string& v) { return v.empty() ? "must not be empty (0.0.0.0: every interface)" : ""; }),
+      GANTRY_FIELD("monitoring.linger_s", monitoring.linger_s, at_least(0.0)),
   };
   return fields;
 }
@@ -321,7 +330,14 @@ void validate_for_world(const Config& config, int world_size) {
 }
 
 std::string config_digest(const Config& config) {
-  const std::string text = to_yaml(config);
+  // Only what decides the results: where metrics are served and how many threads decode batches
+  // may change across a resume without the training changing.
+  Config c = config;
+  c.monitoring = MonitoringConfig{};
+  c.data.workers = DataConfig{}.workers;
+  c.data.prefetch = DataConfig{}.prefetch;
+  c.data.cache_dir.clear();
+  const std::string text = to_yaml(c);
   uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a: stable across platforms and versions
   for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ULL;
   char hex[17];

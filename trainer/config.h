@@ -32,6 +32,10 @@ struct DataConfig {
   std::string path;                    // empty: the dataset's default directory
   std::string split = "train";         // train | test
   GaussianConfig gaussian;
+  std::string cache_dir;               // where .gz files are inflated (empty: next to them)
+  int64_t workers = 1;                 // threads that decode batches
+  int64_t prefetch = 2;                // batches decoded ahead of training (0: none)
+  bool hflip = false;                  // random left-right flips (images)
 };
 
 struct MlpConfig {
@@ -71,6 +75,12 @@ struct CheckpointConfig {
   bool async = false;      // periodic saves write in the background while training goes on
 };
 
+struct MonitoringConfig {
+  int64_t port = 0;               // rank r serves /metrics at port + local rank; 0: no exporter
+  std::string bind = "0.0.0.0";   // the address the exporters listen on
+  double linger_s = 0;            // keep serving this long after the last step (final scrapes)
+};
+
 struct AdamConfig {
   double lr = 2e-4;
   double beta1 = 0.5;
@@ -89,6 +99,7 @@ struct Config {
   TrainConfig train;
   OptimConfig optim;
   CheckpointConfig checkpoint;
+  MonitoringConfig monitoring;
 
   // Where each key's value came from ("run.yaml:12", "--set", or "default"), for error messages
   // raised after parsing, such as a batch size that the world size does not divide.
@@ -103,7 +114,8 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
 // The resolved config as YAML, every key included.
 std::string to_yaml(const Config& config);
 
-// A short hex digest of the resolved config (recorded in checkpoints and metrics).
+// A short hex digest of the resolved config's training keys (recorded in checkpoints and
+// metrics); the monitoring keys and the loader's thread counts are left out.
 std::string config_digest(const Config& config);
 
 // Checks that need the job's shape; throws ConfigError naming the key.

@@ -1,6 +1,8 @@
 // Implements: GanStep (see gan_step.h).
 #include "trainer/gan_step.h"
 
+#include <chrono>
+#include <cmath>
 #include <sstream>
 
 namespace gantry {
@@ -12,6 +14,21 @@ std::vector<torch::Tensor> state_tensors(const torch::nn::Module& module) {
 }
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::time_point from, Clock::time_point to) { return std::chrono::duration<double>(to - from).count(); }
+
+// Adds 1 to stats[slot] when the scalar `loss` is NaN or infinite. On the CPU reading the value
+// costs ~0.1 us; on a GPU that read would be a sync, so there the test stays on the device
+// (isfinite is ~10 us of small ops: too much for the CPU's millisecond steps).
+void count_nonfinite(torch::Tensor& stats, int64_t slot, const torch::Tensor& loss) {
+  if (loss.is_cpu()) {
+    if (!std::isfinite(loss.item<double>())) stats[slot] += 1;
+  } else {
+    stats[slot] += torch::isfinite(loss).logical_not().to(stats.device());
+  }
+}
 
 // The optimizer's per-parameter state map is keyed by the parameter's TensorImpl: as a string in
 // LibTorch 1.x, as the pointer itself in 2.x. The one version-specific call.
@@ -96,6 +113,7 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
 }
 
 void GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix) {
+  const auto t0 = Clock::now();
   torch::Tensor fake;
   {
     torch::NoGradGuard no_grad;
@@ -112,34 +130,51 @@ void GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const 
   }
   d_reducer_->prepare();
   loss.backward();
+  const auto t1 = Clock::now();
   d_reducer_->finish();
+  const auto t2 = Clock::now();
   d_opt_->step();
+  const auto t3 = Clock::now();
 
   torch::NoGradGuard no_grad;
+  last_d_real_ = torch::sigmoid(real_logits.detach()).flatten();
+  last_d_fake_ = torch::sigmoid(fake_logits.detach()).flatten();
   stats_[kDLossSum] += reported.detach().to(torch::kFloat64);
-  stats_[kDRealSum] += torch::sigmoid(real_logits.detach()).mean().to(torch::kFloat64);
-  stats_[kDFakeSum] += torch::sigmoid(fake_logits.detach()).mean().to(torch::kFloat64);
+  stats_[kDRealSum] += last_d_real_.mean().to(torch::kFloat64);
+  stats_[kDFakeSum] += last_d_fake_.mean().to(torch::kFloat64);
+  count_nonfinite(stats_, kDNonFinite, reported.detach());
   stats_[kDUpdates] += 1;
+  times_.d_forward_backward += seconds(t0, t1) + seconds(t3, Clock::now());  // bookkeeping counts here
+  times_.allreduce += seconds(t1, t2);
+  times_.optimizer += seconds(t2, t3);
 }
 
 void GanStep::g_update(const torch::Tensor& z) {
+  const auto t0 = Clock::now();
   set_d_trainable(false);
   g_opt_->zero_grad();
   const torch::Tensor fake = models_.generate(z);
   const torch::Tensor loss = generator_loss(loss_, models_.discriminate(fake));
   g_reducer_->prepare();
   loss.backward();
+  const auto t1 = Clock::now();
   g_reducer_->finish();
+  const auto t2 = Clock::now();
   g_opt_->step();
+  const auto t3 = Clock::now();
   set_d_trainable(true);
 
   torch::NoGradGuard no_grad;
   const torch::Tensor f = fake.detach().to(torch::kFloat64);
   stats_[kGLossSum] += loss.detach().to(torch::kFloat64);
+  count_nonfinite(stats_, kGNonFinite, loss.detach());
   stats_[kGUpdates] += 1;
   stats_[kFakeSum] += f.sum();
   stats_[kFakeSqSum] += f.pow(2).sum();
   stats_[kFakeCount] += f.numel();
+  times_.g_forward_backward += seconds(t0, t1) + seconds(t3, Clock::now());
+  times_.allreduce += seconds(t1, t2);
+  times_.optimizer += seconds(t2, t3);
 }
 
 void GanStep::save_state(checkpoint::StateDict& out) const {
@@ -157,13 +192,32 @@ void GanStep::load_state(const checkpoint::StateDict& in) {
 }
 
 void GanStep::sync_buffers() {
-  if (!float_buffers_.empty()) comm_.all_reduce(float_buffers_, comm::ReduceOp::kAverage);
+  if (float_buffers_.empty()) return;
+  const auto t0 = Clock::now();
+  comm_.all_reduce(float_buffers_, comm::ReduceOp::kAverage);
+  times_.allreduce += seconds(t0, Clock::now());
 }
 
 torch::Tensor GanStep::take_stats() {
   torch::Tensor out = stats_.clone();
   stats_.zero_();
   return out;
+}
+
+UpdateTimes GanStep::take_times() {
+  const UpdateTimes out = times_;
+  times_ = UpdateTimes{};
+  return out;
+}
+
+std::pair<double, double> GanStep::gradient_norms() const {
+  auto norm = [](const torch::nn::Module& m) {
+    double sq = 0;
+    for (const auto& p : m.parameters())
+      if (p.grad().defined()) sq += p.grad().detach().to(torch::kFloat64).pow(2).sum().item<double>();
+    return std::sqrt(sq);
+  };
+  return {norm(*models_.g), norm(*models_.d)};
 }
 
 void GanStep::set_d_trainable(bool trainable) {

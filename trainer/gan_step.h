@@ -20,7 +20,14 @@ namespace gantry {
 // Running sums since the last read, one slot each (a single tensor, so one all-reduce).
 enum StatSlot : int64_t {
   kDLossSum, kGLossSum, kDRealSum, kDFakeSum, kDUpdates, kGUpdates, kFakeSum, kFakeSqSum, kFakeCount,
+  kDNonFinite, kGNonFinite,  // updates whose loss was NaN or infinite
   kNumStats
+};
+
+// Wall time of each part of the updates since the last take_times(), in seconds. The clock sees
+// the work itself on CPU; on CUDA it would see kernel launches unless the streams are synced.
+struct UpdateTimes {
+  double d_forward_backward = 0, g_forward_backward = 0, allreduce = 0, optimizer = 0;
 };
 
 class GanStep {
@@ -36,6 +43,13 @@ class GanStep {
 
   // Returns the sums accumulated since the last call (local to this rank) and resets them.
   torch::Tensor take_stats();
+  // Returns the time spent in each phase since the last call and resets it.
+  UpdateTimes take_times();
+  // D's outputs (probabilities, flat) on this rank's real and fake inputs of the last D update.
+  const torch::Tensor& last_d_real() const { return last_d_real_; }
+  const torch::Tensor& last_d_fake() const { return last_d_fake_; }
+  // L2 norms of G's and D's gradients as their last update left them (averaged across ranks).
+  std::pair<double, double> gradient_norms() const;
 
   // Models' parameters and buffers and both optimizers' full state, as named tensors
   // ("generator/param/net.0.weight", "optim/discriminator/net.0.weight/exp_avg", ...), and back.
@@ -46,6 +60,8 @@ class GanStep {
   torch::optim::Adam& g_optimizer() { return *g_opt_; }
   torch::optim::Adam& d_optimizer() { return *d_opt_; }
   int64_t bytes_reduced() const { return g_reducer_->bytes_reduced() + d_reducer_->bytes_reduced(); }
+  int64_t g_bytes_reduced() const { return g_reducer_->bytes_reduced(); }
+  int64_t d_bytes_reduced() const { return d_reducer_->bytes_reduced(); }
 
  private:
   void set_d_trainable(bool trainable);
@@ -58,6 +74,8 @@ class GanStep {
   std::unique_ptr<comm::GradientReducer> g_reducer_, d_reducer_;
   std::vector<torch::Tensor> float_buffers_;
   torch::Tensor stats_;
+  UpdateTimes times_;
+  torch::Tensor last_d_real_, last_d_fake_;
 };
 
 // All parameters and buffers of a module, in registration order.

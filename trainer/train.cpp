@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "datasets/stream.h"
 #include "gantry_version.h"
@@ -21,6 +22,7 @@
 #include "trainer/images.h"
 #include "trainer/latent.h"
 #include "trainer/reporter.h"
+#include "trainer/training_metrics.h"
 
 namespace gantry {
 namespace fs = std::filesystem;
@@ -189,6 +191,26 @@ nlohmann::json gaussian_summary(GanModels& m, const Config& config, const datase
   return j;
 }
 
+// Starts this rank's exporter at monitoring.port + local rank and registers its metrics.
+TrainingMetrics start_metrics(const Config& config, const comm::ProcessInfo& proc, const std::string& device) {
+  TrainingMetrics m;
+  m.exporter = std::make_unique<monitoring::Exporter>(config.monitoring.bind,
+                                                      static_cast<int>(config.monitoring.port) + proc.local_rank);
+  m.rank = std::make_unique<monitoring::RankMetrics>(
+      m.exporter->registry(),
+      monitoring::RankIdentity{proc.rank, proc.local_rank, proc.world_size, proc.host, device});
+  if (proc.rank == 0)
+    m.job = std::make_unique<monitoring::JobMetrics>(m.exporter->registry(),
+                                                     monitoring::BuildInfo{GANTRY_VERSION, config_digest(config)});
+  return m;
+}
+
+// The `run` label of the discovery file: the run directory's name.
+std::string run_label(const fs::path& run_dir) {
+  const fs::path p = fs::absolute(run_dir).lexically_normal();
+  return (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
+}
+
 }  // namespace
 
 int threads_per_rank(const comm::ProcessInfo& info) {
@@ -225,9 +247,12 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   on_all_ranks(*comm, [&] {
     validate_for_world(config, world);
     datasets::DatasetSpec spec{config.data.name, config.data.path, config.data.split,
-                               config.data.gaussian.mean, config.data.gaussian.std, 1 << 20, seed};
+                               config.data.gaussian.mean, config.data.gaussian.std, 1 << 20, seed,
+                               config.data.cache_dir};
     dataset = datasets::open_dataset(spec);
-    stream = std::make_unique<datasets::DataStream>(dataset, config.train.batch_size, rank, world, seed);
+    const datasets::StreamOptions stream_options{static_cast<int>(config.data.workers),
+                                                 static_cast<int>(config.data.prefetch), config.data.hflip};
+    stream = std::make_unique<datasets::DataStream>(dataset, config.train.batch_size, rank, world, seed, stream_options);
     gan = std::make_unique<GanStep>(make_models(config, dataset->shape()), config, *comm);
     if (resume.empty() && !checkpoint::list_checkpoints((run_dir / "checkpoints").string()).empty())
       throw ConfigError("run.dir " + run_dir.string() + " already holds checkpoints: continue it with --resume auto, " +
@@ -240,6 +265,19 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   });
   on_all_ranks(*comm, [&] { reporter = std::make_unique<Reporter>(rank0, run_dir.string(), config.train.steps); });
   GanModels& models = gan->models();
+  TrainingMetrics metrics;  // Prometheus: every rank serves /metrics; rank 0 writes the discovery file
+  if (config.monitoring.port > 0) {
+    const std::string device = models.g->parameters().front().device().str();
+    on_all_ranks(*comm, [&] { metrics = start_metrics(config, proc, device); });
+    const auto addresses = comm->all_gather(
+        monitoring::scrape_address(config.monitoring.bind, proc.host, metrics.exporter->port()));
+    const fs::path targets = run_dir / "prometheus-targets.json";
+    on_all_ranks(*comm, [&] {
+      if (rank0) monitoring::write_file_sd(targets.string(), run_label(run_dir), addresses);
+    });
+    reporter->message("gantry: metrics at http://" + addresses.front() + "/metrics (rank 0); Prometheus targets in " +
+                      targets.string());
+  }
   reporter->message("gantry: " + std::to_string(world) + " rank(s), " + std::to_string(torch::get_num_threads()) +
                     " thread(s) each, " + dataset->name() + " (" + std::to_string(dataset->size()) +
                     " records), " + config.model.arch + ", " + config.train.loss + ", global batch " +
@@ -280,11 +318,17 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     return std::string(text);
   };
   // Reports the async save in flight once it is done; a failed one is a warning, training goes on.
+  int64_t async_step = 0;    // the async save in flight: its step and how long it stalled training
+  double async_stall_s = 0;
   auto finish_async_save = [&] {
     try {
-      if (auto dir = checkpointer.wait()) reporter->message("gantry: checkpoint " + *dir + " committed in the background");
+      if (auto dir = checkpointer.wait()) {
+        reporter->message("gantry: checkpoint " + *dir + " committed in the background");
+        if (metrics.job) metrics.job->checkpoint_saved(async_step, async_stall_s);
+      }
     } catch (const checkpoint::CheckpointError& e) {
       reporter->message(std::string("gantry: warning: ") + e.what());
+      if (metrics.job) metrics.job->checkpoint_failed();
     }
   };
   auto save_checkpoint = [&](int64_t done, bool async) {
@@ -296,12 +340,15 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     const auto state = training_state(*gan, stream->position(), done, done * d_steps * config.train.batch_size);
     if (async && proc.thread_multiple) {
       checkpointer.save_async(state, done, checkpoint_meta);
+      async_step = done;
+      async_stall_s = std::chrono::duration<double>(Clock::now() - t0).count();
       reporter->message("gantry: checkpoint of step " + std::to_string(done) + " writing in the background (training stalled " +
                         seconds_since(t1) + " for the copy" + (waited ? ", " + waiting + " waiting for the previous save" : "") + ")");
       return;
     }
     const std::string dir = checkpointer.save(state, done, checkpoint_meta);
     reporter->message("gantry: checkpoint " + dir + " (" + seconds_since(t0) + ")");
+    if (metrics.job) metrics.job->checkpoint_saved(done, std::chrono::duration<double>(Clock::now() - t0).count());
   };
   {  // Every replica starts from rank 0's parameters and buffers.
     std::vector<torch::Tensor> state = replica_state(models);
@@ -317,6 +364,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   int64_t last_log_step = start_step;
   int stop_signal = 0;
   for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
+    const auto step_start = Clock::now();
     const int64_t first = static_cast<int64_t>(rank) * local_batch;  // this rank's first global row
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
@@ -327,12 +375,17 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     gan->g_update(latent_rows(seed, random::kLatent, step * (d_steps + 1) + d_steps, first, local_batch,
                               config.model.z_dim));
     gan->sync_buffers();
+    // (With CUDA, this is also where rank metrics take the device memory: set_device_memory.)
+    if (metrics.rank) metrics.rank->record_step(step_sample(*gan, step_start, local_batch * d_steps));
     const int64_t done = step + 1;
     const bool last = done == config.train.steps;
 
     if (config.train.log_every > 0 && (done % config.train.log_every == 0 || last)) {
       torch::Tensor stats = gan->take_stats();
+      if (metrics.rank) record_nonfinite(*metrics.rank, stats);  // this rank's own, before the all-reduce
       comm->all_reduce(stats, comm::ReduceOp::kSum);
+      torch::Tensor data_wait = torch::tensor({stream->take_wait_seconds()}, torch::kFloat64);
+      comm->all_reduce(data_wait, comm::ReduceOp::kAverage);
       const auto s = stats.accessor<double, 1>();
       const auto now = Clock::now();
       const double seconds = std::chrono::duration<double>(now - last_log).count();
@@ -343,6 +396,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       r.g_loss = s[kGLossSum] / s[kGUpdates];
       r.d_real = s[kDRealSum] / s[kDUpdates];
       r.d_fake = s[kDFakeSum] / s[kDUpdates];
+      r.data_wait_s = data_wait.item<double>() / static_cast<double>(done - last_log_step);
       r.img_per_s = static_cast<double>((done - last_log_step) * d_steps * config.train.batch_size) / seconds;
       if (!images) {
         const double mean = s[kFakeSum] / s[kFakeCount];
@@ -350,6 +404,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
         r.fake_std = std::sqrt(std::max(0.0, s[kFakeSqSum] / s[kFakeCount] - mean * mean));
       }
       reporter->log(r);
+      if (metrics.rank) record_log_step(metrics.job.get(), *gan, *comm, r);
       last_log = now;
       last_log_step = done;
     }
@@ -367,6 +422,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
         save_checkpoint(done, config.checkpoint.async);
       } catch (const checkpoint::CheckpointError& e) {  // every rank agrees; training goes on
         reporter->message(std::string("gantry: warning: ") + e.what());
+        if (metrics.job) metrics.job->checkpoint_failed();
       }
     }
   }
@@ -400,6 +456,13 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   reporter->finish();
   reporter->message("gantry: done, " + std::to_string(config.train.steps) + " steps in " +
                     std::to_string(static_cast<int>(seconds)) + " s; weights in " + (run_dir / "final.pt").string());
+  if (metrics.exporter && config.monitoring.linger_s > 0) {  // the final values get scraped too
+    char text[96];
+    std::snprintf(text, sizeof text, "gantry: serving metrics for %g s more (monitoring.linger_s)",
+                  config.monitoring.linger_s);
+    reporter->message(text);
+    std::this_thread::sleep_for(std::chrono::duration<double>(config.monitoring.linger_s));
+  }
   comm->barrier();
 }
 
