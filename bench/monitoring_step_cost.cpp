@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
     gan.g_update(latent_rows(1, random::kLatent, 2 * i + 1, 0, b, 8));
     gan.sync_buffers();
     auto t1 = Clock::now();
-    rank.record_step(step_sample(gan, t0, b));
+    rank.record_step(step_sample(gan, gan.take_times(), t0, b));
     auto t2 = Clock::now();
     if ((i + 1) % log_every == 0) {
       torch::Tensor stats = gan.take_stats();

@@ -21,7 +21,26 @@ class CommError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A CUDA or NCCL call that failed; the message names the call and the error string.
+class DeviceError : public CommError {
+ public:
+  using CommError::CommError;
+};
+
 enum class ReduceOp { kSum, kAverage };
+
+// The transport a communicator uses. kAuto: NCCL when the models are on CUDA, else MPI.
+enum class Backend { kAuto, kMpi, kNccl };
+Backend parse_backend(const std::string& name);  // "auto" | "mpi" | "nccl"
+
+// A collective started by all_reduce_async. wait() returns once the result may be used: on the
+// CPU, the tensor holds it; on CUDA, work queued afterwards on the current stream sees it (an
+// event wait, never a host sync). Exactly one wait() per Work; errors surface there.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+};
 
 // Where this process sits in the job. Ranks come from the launcher (mpirun or srun);
 // the local rank is the rank among processes that share this node.
@@ -63,6 +82,11 @@ class Communicator {
   // In-place all-reduce of every tensor in the list. Tensors must be contiguous and live on the
   // backend's device; mixed dtypes are allowed. Every rank ends with bit-identical values.
   virtual void all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op) = 0;
+  // Starts an in-place all-reduce of one contiguous tensor and returns at once. Collectives
+  // started this way run in the order they were started, the same order on every rank, and
+  // progress while the caller goes on computing (the MPI backend drives them from a thread of
+  // its own; NCCL from a stream of its own). The tensor must not be touched until wait().
+  virtual std::shared_ptr<Work> all_reduce_async(torch::Tensor tensor, ReduceOp op) = 0;
   // In-place broadcast of every tensor in the list from `root`.
   virtual void broadcast(std::vector<torch::Tensor>& tensors, int root) = 0;
   virtual void barrier() = 0;
@@ -78,6 +102,15 @@ class Communicator {
 // Creates an MPI communicator over a private duplicate of the world, so that G's and D's
 // traffic (or any other user) cannot interleave with anyone else's.
 std::unique_ptr<Communicator> make_mpi_communicator(const Runtime& runtime);
+
+// Creates an NCCL communicator on this rank's GPU (local rank modulo the visible devices); the
+// ncclUniqueId travels over `bootstrap`, which also carries all_gather. Throws CommError when
+// gantry was built without NCCL or no GPU is visible.
+std::unique_ptr<Communicator> make_nccl_communicator(const Runtime& runtime, std::unique_ptr<Communicator> bootstrap);
+bool nccl_compiled();  // whether this build has the NCCL backend
+
+// The communicator for `backend`; kAuto means NCCL when `models_on_cuda`, else MPI.
+std::unique_ptr<Communicator> make_communicator(const Runtime& runtime, Backend backend, bool models_on_cuda);
 
 template <typename T>
 std::vector<T> Communicator::all_gather_value(const T& value) {

@@ -52,6 +52,13 @@ expect_error set-unknown "--set train.step=3: unknown key 'train.step'" \
 expect_error set-type "--set train.steps=x: train.steps: expected an integer" \
   "$gantry" train --config "$work/good.yaml" --set train.steps=x
 expect_error missing-config "nope.yaml: cannot open" "$gantry" train --config "$work/nope.yaml"
+expect_error bad-backend "comm.backend: must be one of" \
+  "$gantry" train --config "$work/good.yaml" --set comm.backend=gloo
+# This machine has no GPU (the device machine has one, where NCCL is checked by hand: bench/RESULTS.md).
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_error nccl-without-gpu "comm.backend nccl: (no CUDA device is visible to rank 0|this gantry was built without NCCL)" \
+    "$gantry" train --config "$work/good.yaml" --set comm.backend=nccl
+fi
 expect_error batch-not-divisible "good.yaml:9: train.batch_size: 8 is not divisible by the world size 3" \
   "$mpiexec" "${mpi_flags[@]}" -np 3 "$gantry" train --config "$work/good.yaml"
 

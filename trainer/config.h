@@ -75,6 +75,14 @@ struct CheckpointConfig {
   bool async = false;      // periodic saves write in the background while training goes on
 };
 
+struct CommConfig {
+  std::string backend = "auto";      // auto | mpi | nccl (auto: NCCL when the models are on CUDA)
+  double bucket_mb = 25;             // gradient bucket size, as DDP's bucket_cap_mb
+  double first_bucket_mb = 1;        // the first bucket (the last layers), so communication starts early
+  bool overlap = true;               // all-reduce buckets during backward; false: one after backward
+  std::string grad_dtype = "fp32";   // fp32 | bf16 | fp16: the dtype gradients travel in
+};
+
 struct MonitoringConfig {
   int64_t port = 0;               // rank r serves /metrics at port + local rank; 0: no exporter
   std::string bind = "0.0.0.0";   // the address the exporters listen on
@@ -99,6 +107,7 @@ struct Config {
   TrainConfig train;
   OptimConfig optim;
   CheckpointConfig checkpoint;
+  CommConfig comm;
   MonitoringConfig monitoring;
 
   // Where each key's value came from ("run.yaml:12", "--set", or "default"), for error messages

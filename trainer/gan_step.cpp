@@ -95,6 +95,15 @@ std::unique_ptr<torch::optim::Adam> make_adam(const torch::nn::Module& m, const 
       m.parameters(), torch::optim::AdamOptions(c.lr).betas(std::make_tuple(c.beta1, c.beta2)));
 }
 
+comm::ReducerOptions reducer_options(const CommConfig& c) {
+  comm::ReducerOptions o;
+  o.bucket_bytes = static_cast<int64_t>(c.bucket_mb * (1 << 20));
+  o.first_bucket_bytes = static_cast<int64_t>(c.first_bucket_mb * (1 << 20));
+  o.overlap = c.overlap;
+  o.wire_dtype = c.grad_dtype == "bf16" ? torch::kBFloat16 : c.grad_dtype == "fp16" ? torch::kHalf : torch::kFloat32;
+  return o;
+}
+
 }  // namespace
 
 GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& comm)
@@ -104,8 +113,9 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
       comm_(comm) {
   g_opt_ = make_adam(*models_.g, config.optim.g);
   d_opt_ = make_adam(*models_.d, config.optim.d);
-  g_reducer_ = comm::make_inline_reducer(comm, models_.g->parameters());
-  d_reducer_ = comm::make_inline_reducer(comm, models_.d->parameters());
+  const comm::ReducerOptions reducer = reducer_options(config.comm);
+  g_reducer_ = comm::make_reducer(comm, models_.g->parameters(), reducer);
+  d_reducer_ = comm::make_reducer(comm, models_.d->parameters(), reducer);
   for (const auto* m : {models_.g.get(), models_.d.get()})
     for (const auto& b : m->buffers())
       if (b.is_floating_point()) float_buffers_.push_back(b);

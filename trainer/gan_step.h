@@ -28,6 +28,13 @@ enum StatSlot : int64_t {
 // the work itself on CPU; on CUDA it would see kernel launches unless the streams are synced.
 struct UpdateTimes {
   double d_forward_backward = 0, g_forward_backward = 0, allreduce = 0, optimizer = 0;
+  UpdateTimes& operator+=(const UpdateTimes& o) {
+    d_forward_backward += o.d_forward_backward;
+    g_forward_backward += o.g_forward_backward;
+    allreduce += o.allreduce;
+    optimizer += o.optimizer;
+    return *this;
+  }
 };
 
 class GanStep {

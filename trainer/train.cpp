@@ -223,7 +223,9 @@ int threads_per_rank(const comm::ProcessInfo& info) {
 void train(const Config& config, comm::Runtime& runtime, const std::string& resume) {
   // ---- init ------------------------------------------------------------------------------------
   const auto& proc = runtime.info();
-  auto comm = comm::make_mpi_communicator(runtime);
+  // The models live on the CPU (gantry has no train.device yet), so `auto` picks MPI; asking
+  // for NCCL without a GPU is a clear error here.
+  auto comm = comm::make_communicator(runtime, comm::parse_backend(config.comm.backend), /*models_on_cuda=*/false);
   const int rank = comm->rank(), world = comm->world_size();
   const bool rank0 = rank == 0;
   const fs::path run_dir = config.run.dir;
@@ -363,6 +365,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   auto last_log = start;
   int64_t last_log_step = start_step;
   int stop_signal = 0;
+  UpdateTimes phase_totals;   // this rank's, for summary.json's step breakdown
+  double data_wait_total = 0;  // the ranks' mean, summed over the log intervals
   for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
     const auto step_start = Clock::now();
     const int64_t first = static_cast<int64_t>(rank) * local_batch;  // this rank's first global row
@@ -376,7 +380,9 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                               config.model.z_dim));
     gan->sync_buffers();
     // (With CUDA, this is also where rank metrics take the device memory: set_device_memory.)
-    if (metrics.rank) metrics.rank->record_step(step_sample(*gan, step_start, local_batch * d_steps));
+    const UpdateTimes times = gan->take_times();
+    phase_totals += times;
+    if (metrics.rank) metrics.rank->record_step(step_sample(*gan, times, step_start, local_batch * d_steps));
     const int64_t done = step + 1;
     const bool last = done == config.train.steps;
 
@@ -397,6 +403,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       r.d_real = s[kDRealSum] / s[kDUpdates];
       r.d_fake = s[kDFakeSum] / s[kDUpdates];
       r.data_wait_s = data_wait.item<double>() / static_cast<double>(done - last_log_step);
+      data_wait_total += data_wait.item<double>();
       r.img_per_s = static_cast<double>((done - last_log_step) * d_steps * config.train.batch_size) / seconds;
       if (!images) {
         const double mean = s[kFakeSum] / s[kFakeCount];
@@ -440,6 +447,12 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     fs::create_directories(run_dir / "replicas");
     save_weights(models, run_dir / "replicas" / ("rank-" + std::to_string(rank) + ".pt"));
   }
+  // The step breakdown, averaged over ranks: exposed all-reduce is what training waited for
+  // after backward (buckets launched during backward overlap with it and do not count).
+  torch::Tensor phases = torch::tensor({seconds, phase_totals.d_forward_backward, phase_totals.g_forward_backward,
+                                        phase_totals.allreduce, phase_totals.optimizer}, torch::kFloat64);
+  comm->all_reduce(phases, comm::ReduceOp::kAverage);
+  const auto ph = phases.accessor<double, 1>();
   if (rank0) {
     save_weights(models, run_dir / "final.pt");
     nlohmann::json summary = {
@@ -449,6 +462,10 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
         {"img_per_s", static_cast<double>((config.train.steps - start_step) * d_steps * config.train.batch_size) /
                           std::max(seconds, 1e-9)},
         {"checksum", checksum(replica_state(models))},
+        {"phase_seconds",
+         {{"d_forward_backward", ph[1]}, {"g_forward_backward", ph[2]}, {"exposed_allreduce", ph[3]},
+          {"optimizer", ph[4]}, {"data_wait", data_wait_total},
+          {"other", std::max(0.0, ph[0] - ph[1] - ph[2] - ph[3] - ph[4] - data_wait_total)}}},
     };
     if (!images) summary["gaussian"] = gaussian_summary(models, config, *dataset);
     write_file_atomic(run_dir / "summary.json", summary.dump(2) + "\n");

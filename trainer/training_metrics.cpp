@@ -12,8 +12,8 @@ double learning_rate(torch::optim::Adam& opt) {
 
 }  // namespace
 
-monitoring::StepSample step_sample(GanStep& gan, std::chrono::steady_clock::time_point step_start, int64_t images) {
-  const UpdateTimes t = gan.take_times();
+monitoring::StepSample step_sample(const GanStep& gan, const UpdateTimes& t,
+                                   std::chrono::steady_clock::time_point step_start, int64_t images) {
   const double step = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
   monitoring::StepSample s;
   s.phase_seconds[monitoring::kDForwardBackward] = t.d_forward_backward;

@@ -21,9 +21,10 @@ struct TrainingMetrics {
   std::unique_ptr<monitoring::JobMetrics> job;  // rank 0 only
 };
 
-// One G update's sample: GanStep's phase times since the last call (taken), data as the rest of
-// the step's wall time since `step_start`, and the all-reduce byte counts.
-monitoring::StepSample step_sample(GanStep& gan, std::chrono::steady_clock::time_point step_start, int64_t images);
+// One step's sample: its phase times `t` (GanStep::take_times()), data as the rest of the step's
+// wall time since `step_start`, and the all-reduce byte counts.
+monitoring::StepSample step_sample(const GanStep& gan, const UpdateTimes& t,
+                                   std::chrono::steady_clock::time_point step_start, int64_t images);
 
 // Adds this rank's non-finite loss counts from `local_stats` (take_stats(), before the all-reduce).
 void record_nonfinite(monitoring::RankMetrics& rank, const torch::Tensor& local_stats);

@@ -1,0 +1,193 @@
+// Implements: the NCCL Communicator for CUDA tensors. MPI (the bootstrap communicator) broadcasts
+// the ncclUniqueId; each rank takes the GPU of its local rank. Collectives run on a dedicated
+// stream that waits on an event recorded on the caller's current stream, and the caller's
+// stream waits on an event recorded after them: ordering by events, never by host syncs.
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <map>
+
+#include "comm/communicator.h"
+
+#if GANTRY_TORCH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace gantry::comm {
+namespace {
+
+#define GANTRY_CUDA_CHECK(expr)                                                                      \
+  do {                                                                                               \
+    const cudaError_t gantry_cuda_rc = (expr);                                                       \
+    if (gantry_cuda_rc != cudaSuccess)                                                               \
+      throw DeviceError(std::string(#expr) + " failed at " + __FILE__ + ":" + std::to_string(__LINE__) + \
+                        ": " + cudaGetErrorString(gantry_cuda_rc));                                  \
+  } while (0)
+
+#define GANTRY_NCCL_CHECK(expr)                                                                      \
+  do {                                                                                               \
+    const ncclResult_t gantry_nccl_rc = (expr);                                                      \
+    if (gantry_nccl_rc != ncclSuccess)                                                               \
+      throw DeviceError(std::string(#expr) + " failed at " + __FILE__ + ":" + std::to_string(__LINE__) + \
+                        ": " + ncclGetErrorString(gantry_nccl_rc));                                  \
+  } while (0)
+
+ncclDataType_t nccl_type(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat32: return ncclFloat32;
+    case torch::kFloat64: return ncclFloat64;
+    case torch::kHalf: return ncclFloat16;
+    case torch::kBFloat16: return ncclBfloat16;
+    case torch::kInt32: return ncclInt32;
+    case torch::kInt64: return ncclInt64;
+    case torch::kUInt8: return ncclUint8;
+    default:
+      throw CommError(std::string("NCCL communicator: unsupported dtype ") + std::string(c10::toString(type)));
+  }
+}
+
+// The stream the caller's kernels are queued on: LibTorch's current stream when it has CUDA,
+// else the legacy default stream.
+cudaStream_t current_stream(int device) {
+#if GANTRY_TORCH_CUDA
+  return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+#else
+  (void)device;
+  return cudaStreamLegacy;
+#endif
+}
+
+// Makes the caller's current stream wait for an event recorded after the collective.
+class EventWork final : public Work {
+ public:
+  EventWork(cudaEvent_t done, int device) : done_(done), device_(device) {}
+  ~EventWork() override { cudaEventDestroy(done_); }
+  void wait() override { GANTRY_CUDA_CHECK(cudaStreamWaitEvent(current_stream(device_), done_, 0)); }
+
+ private:
+  cudaEvent_t done_;
+  int device_;
+};
+
+class NcclCommunicator final : public Communicator {
+ public:
+  using Communicator::all_reduce;  // the one-tensor convenience
+
+  NcclCommunicator(const Runtime& runtime, std::unique_ptr<Communicator> bootstrap)
+      : bootstrap_(std::move(bootstrap)) {
+    int devices = 0;
+    const cudaError_t rc = cudaGetDeviceCount(&devices);
+    if (rc != cudaSuccess || devices == 0)
+      throw CommError(std::string("comm.backend nccl: no CUDA device is visible to rank ") +
+                      std::to_string(runtime.info().rank) + " (cudaGetDeviceCount: " +
+                      (rc == cudaSuccess ? "0 devices" : cudaGetErrorString(rc)) + "); use comm.backend: mpi");
+    device_ = runtime.info().local_rank % devices;
+    GANTRY_CUDA_CHECK(cudaSetDevice(device_));
+    ncclUniqueId id;
+    if (bootstrap_->rank() == 0) GANTRY_NCCL_CHECK(ncclGetUniqueId(&id));
+    torch::Tensor bytes = torch::from_blob(&id, {static_cast<int64_t>(sizeof id)}, torch::kUInt8);
+    std::vector<torch::Tensor> list{bytes};
+    bootstrap_->broadcast(list, 0);
+    GANTRY_NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap_->world_size(), id, bootstrap_->rank()));
+    GANTRY_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
+  ~NcclCommunicator() override {
+    if (stream_) cudaStreamSynchronize(stream_);
+    if (comm_) ncclCommDestroy(comm_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  int rank() const override { return bootstrap_->rank(); }
+  int world_size() const override { return bootstrap_->world_size(); }
+  std::string backend_name() const override { return "nccl"; }
+
+  void all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op) override {
+    std::map<torch::ScalarType, std::vector<torch::Tensor*>> groups;
+    for (auto& t : tensors) {
+      check_cuda(t, "all_reduce");
+      groups[t.scalar_type()].push_back(&t);
+    }
+    for (auto& [type, group] : groups) {
+      if (group.size() == 1) {
+        all_reduce_async(*group[0], op)->wait();
+        continue;
+      }
+      std::vector<torch::Tensor> views;
+      for (auto* t : group) views.push_back(t->reshape({-1}));
+      torch::Tensor flat = torch::cat(views);
+      all_reduce_async(flat, op)->wait();
+      int64_t offset = 0;
+      for (auto* t : group) {
+        t->copy_(flat.narrow(0, offset, t->numel()).view(t->sizes()));
+        offset += t->numel();
+      }
+    }
+  }
+
+  std::shared_ptr<Work> all_reduce_async(torch::Tensor tensor, ReduceOp op) override {
+    check_cuda(tensor, "all_reduce_async");
+    const ncclRedOp_t nccl_op = op == ReduceOp::kAverage ? ncclAvg : ncclSum;
+    if (op == ReduceOp::kAverage && !torch::isFloatingType(tensor.scalar_type()))
+      throw CommError("all_reduce_async: average of an integer tensor");
+    order_after_caller();
+    GANTRY_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                                    nccl_type(tensor.scalar_type()), nccl_op, comm_, stream_));
+    return std::make_shared<EventWork>(record_done(), device_);
+  }
+
+  void broadcast(std::vector<torch::Tensor>& tensors, int root) override {
+    order_after_caller();
+    GANTRY_NCCL_CHECK(ncclGroupStart());
+    for (auto& t : tensors) {
+      check_cuda(t, "broadcast");
+      GANTRY_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                                      nccl_type(t.scalar_type()), root, comm_, stream_));
+    }
+    GANTRY_NCCL_CHECK(ncclGroupEnd());
+    EventWork(record_done(), device_).wait();
+  }
+
+  void barrier() override {
+    GANTRY_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    bootstrap_->barrier();
+  }
+
+  std::vector<std::string> all_gather(const std::string& bytes) override { return bootstrap_->all_gather(bytes); }
+
+ private:
+  void check_cuda(const torch::Tensor& t, const char* what) const {
+    if (!t.device().is_cuda())
+      throw CommError(std::string("NCCL communicator: ") + what + " needs CUDA tensors, got " + t.device().str() +
+                      " (use the MPI backend for CPU tensors)");
+    if (!t.is_contiguous()) throw CommError(std::string("NCCL communicator: ") + what + " needs contiguous tensors");
+  }
+  // The NCCL stream waits for everything queued so far on the caller's stream.
+  void order_after_caller() {
+    cudaEvent_t ready;
+    GANTRY_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    GANTRY_CUDA_CHECK(cudaEventRecord(ready, current_stream(device_)));
+    GANTRY_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
+    GANTRY_CUDA_CHECK(cudaEventDestroy(ready));  // released once recorded work completes
+  }
+  cudaEvent_t record_done() {
+    cudaEvent_t done;
+    GANTRY_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    GANTRY_CUDA_CHECK(cudaEventRecord(done, stream_));
+    return done;
+  }
+
+  std::unique_ptr<Communicator> bootstrap_;
+  int device_ = 0;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+};
+
+}  // namespace
+
+bool nccl_compiled() { return true; }
+
+std::unique_ptr<Communicator> make_nccl_communicator(const Runtime& runtime, std::unique_ptr<Communicator> bootstrap) {
+  return std::make_unique<NcclCommunicator>(runtime, std::move(bootstrap));
+}
+
+}  // namespace gantry::comm
