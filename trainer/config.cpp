@@ -183,6 +183,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("comm.first_bucket_mb", comm.first_bucket_mb, positive()),
       GANTRY_FIELD("comm.overlap", comm.overlap),
       GANTRY_FIELD("comm.grad_dtype", comm.grad_dtype, one_of({"fp32", "bf16", "fp16"})),
+      GANTRY_FIELD("comm.timeout_s", comm.timeout_s, at_least(0.0)),
       GANTRY_FIELD("monitoring.port", monitoring.port,
                    [](const int64_t& v) { return v < 0 || v > 65535 ? "must be 0 (off) or a TCP port" : ""; }),
       GANTRY_FIELD("monitoring.bind", monitoring.bind,

@@ -81,6 +81,7 @@ struct CommConfig {
   double first_bucket_mb = 1;        // the first bucket (the last layers), so communication starts early
   bool overlap = true;               // all-reduce buckets during backward; false: one after backward
   std::string grad_dtype = "fp32";   // fp32 | bf16 | fp16: the dtype gradients travel in
+  double timeout_s = 600;            // a collective blocked this long aborts the job (0: never)
 };
 
 struct MonitoringConfig {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "comm/watchdog.h"
 #include "datasets/stream.h"
 #include "gantry_version.h"
 #include "trainer/checkpoint.h"
@@ -225,7 +226,12 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   const auto& proc = runtime.info();
   // The models live on the CPU (gantry has no train.device yet), so `auto` picks MPI; asking
   // for NCCL without a GPU is a clear error here.
+  // A collective blocked longer than comm.timeout_s reports the ranks that have not arrived and
+  // aborts the job, rather than hanging it (declared first: it outlives the communicator).
+  std::unique_ptr<comm::Watchdog> watchdog;
+  if (config.comm.timeout_s > 0) watchdog = std::make_unique<comm::Watchdog>(runtime, config.comm.timeout_s);
   auto comm = comm::make_communicator(runtime, comm::parse_backend(config.comm.backend), /*models_on_cuda=*/false);
+  if (watchdog) comm = comm::watch(std::move(comm), *watchdog);
   const int rank = comm->rank(), world = comm->world_size();
   const bool rank0 = rank == 0;
   const fs::path run_dir = config.run.dir;
@@ -369,6 +375,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   double data_wait_total = 0;  // the ranks' mean, summed over the log intervals
   for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
     const auto step_start = Clock::now();
+    if (watchdog) watchdog->set_step(step);
     const int64_t first = static_cast<int64_t>(rank) * local_batch;  // this rank's first global row
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
