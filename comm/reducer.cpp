@@ -76,8 +76,11 @@ class BucketedReducer final : public GradientReducer {
         if (!slots_[i].ready) mark_ready_locked(i);
       armed_ = false;
     }
+    Bucket& last = buckets_.back();  // blocking, here; the same on every rank whatever the timing
+    comm_.all_reduce(last.wire, ReduceOp::kAverage);
+    bytes_ += last.wire.numel() * static_cast<int64_t>(last.wire.element_size());
     for (auto& b : buckets_) {
-      b.work->wait();
+      if (b.work) b.work->wait();
       b.work.reset();
       for (size_t i : b.slots) {
         Slot& s = slots_[i];
@@ -195,7 +198,10 @@ class BucketedReducer final : public GradientReducer {
     else view.zero_();
     s.ready = true;
     --b.pending;
-    while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+    // The last bucket is left to finish(): backward is over by the time it fills, so there is
+    // nothing left to hide it behind, and reducing it on the caller's thread saves the hand-off
+    // (which a busy machine can stretch to a scheduler time slice).
+    while (next_launch_ + 1 < buckets_.size() && buckets_[next_launch_].pending == 0) {
       Bucket& next = buckets_[next_launch_++];
       next.work = comm_.all_reduce_async(next.wire, ReduceOp::kAverage);
       bytes_ += next.wire.numel() * static_cast<int64_t>(next.wire.element_size());

@@ -1,0 +1,76 @@
+// Implements: the fused Adam step (see adam.h).
+#include "trainer/adam.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+
+namespace gantry {
+namespace {
+
+bool fusable(const torch::Tensor& p) {
+  return p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous() && p.grad().defined() &&
+         p.grad().is_contiguous() && p.grad().scalar_type() == torch::kFloat32 && !p.grad().is_sparse();
+}
+
+// Whether some parameter cannot take the fused loop. Then the whole step goes through
+// opt.step(), so that one step never mixes the two (opt.step() steps every parameter).
+bool needs_libtorch_step(torch::optim::Adam& opt) {
+  const auto& state = opt.state();
+  for (auto& group : opt.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
+    if (o.weight_decay() != 0 || o.amsgrad()) return true;
+    for (const auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      const auto it = state.find(optimizer_state_key(state, p));
+      if (!fusable(p) || it == state.end()) return true;
+      const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
+      if (!s.exp_avg().is_contiguous() || !s.exp_avg_sq().is_contiguous()) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+bool adam_step(torch::optim::Adam& opt) {
+  if (needs_libtorch_step(opt)) {
+    opt.step();
+    return false;
+  }
+  auto& state = opt.state();
+  torch::NoGradGuard no_grad;
+  for (auto& group : opt.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
+    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto& s = static_cast<torch::optim::AdamParamState&>(*state.at(optimizer_state_key(state, p)));
+      s.step(s.step() + 1);
+      const double bias1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
+      const double bias2 = 1 - std::pow(beta2, static_cast<double>(s.step()));
+      const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
+      const float one_minus_b1 = static_cast<float>(1 - beta1), one_minus_b2 = static_cast<float>(1 - beta2);
+      const float step_size = static_cast<float>(o.lr() / bias1);
+      const float inv_sqrt_bias2 = static_cast<float>(1 / std::sqrt(bias2));
+      const float eps = static_cast<float>(o.eps());
+      float* param = p.data_ptr<float>();
+      const float* grad = p.grad().data_ptr<float>();
+      float* m = s.exp_avg().data_ptr<float>();
+      float* v = s.exp_avg_sq().data_ptr<float>();
+      at::parallel_for(0, p.numel(), 16384, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const float g = grad[i];
+          const float mi = m[i] * b1 + g * one_minus_b1;
+          const float vi = v[i] * b2 + g * g * one_minus_b2;
+          m[i] = mi;
+          v[i] = vi;
+          param[i] -= step_size * mi / (std::sqrt(vi) * inv_sqrt_bias2 + eps);
+        }
+      });
+    }
+  }
+  return true;
+}
+
+}  // namespace gantry
