@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "eval/evaluate.h"
 #include "gantry_version.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
@@ -20,6 +21,10 @@ namespace {
 constexpr const char* kUsage =
     "usage: gantry train --config FILE [--set key=value]... [--resume auto|CKPT] [--print-config]\n"
     "       gantry inspect CKPT [--against CKPT2]\n"
+    "       gantry sample --checkpoint CKPT --out grid.png [--n 64] [--seed S]\n"
+    "       gantry sample --checkpoint CKPT --out interp.png --interpolate [--rows 8 --cols 10] [--seed S]\n"
+    "       gantry eval --checkpoint CKPT --metric parzen|frechet|fid [--data PATH] [--samples 10000]\n"
+    "                   [--seed S] [--inception FILE (fid)]\n"
     "\n"
     "  Trains a GAN, data-parallel over every process of the launch (mpirun -np N, srun, or one\n"
     "  process on its own). Keys are dotted, as in the YAML file: --set train.steps=300.\n"
@@ -31,7 +36,11 @@ constexpr const char* kUsage =
     "  --print-config   print the resolved configuration and exit\n"
     "\n"
     "  inspect prints a checkpoint's summary and its digest (the same whatever world size saved\n"
-    "  it); --against prints the largest difference per tensor group between two checkpoints.\n";
+    "  it); --against prints the largest difference per tensor group between two checkpoints.\n"
+    "\n"
+    "  sample writes a grid of G's samples, or rows of G(z) along lines from z0 to z1 (--interpolate).\n"
+    "  eval measures a checkpoint against the run's held-out or test records (README: Evaluation)\n"
+    "  and appends the result to <run.dir>/eval.jsonl. CKPT may be a run directory (its latest).\n";
 
 struct TrainArgs {
   std::string config;
@@ -65,6 +74,41 @@ TrainArgs parse_train_args(int argc, char** argv) {
   return args;
 }
 
+// `gantry sample` and `gantry eval` flags, into their options.
+void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample, gantry::eval::EvalOptions& eval) {
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(a + " needs a value");
+      return argv[++i];
+    };
+    auto number = [&]() -> int64_t {
+      const std::string v = value();
+      try {
+        size_t used = 0;
+        const long long n = std::stoll(v, &used);
+        if (used == v.size()) return n;
+      } catch (const std::exception&) {
+      }
+      throw UsageError(a + " needs an integer, got '" + v + "'");
+    };
+    if (a == "--checkpoint") sample.checkpoint = eval.checkpoint = value();
+    else if (a == "--seed") sample.seed = eval.seed = static_cast<uint64_t>(number());
+    else if (a == "--out" && !std::strcmp(argv[1], "sample")) sample.out = value();
+    else if (a == "--n" && !std::strcmp(argv[1], "sample")) sample.n = number();
+    else if (a == "--interpolate" && !std::strcmp(argv[1], "sample")) sample.interpolate = true;
+    else if (a == "--rows" && !std::strcmp(argv[1], "sample")) sample.rows = number();
+    else if (a == "--cols" && !std::strcmp(argv[1], "sample")) sample.cols = number();
+    else if (a == "--metric" && !std::strcmp(argv[1], "eval")) eval.metric = value();
+    else if (a == "--data" && !std::strcmp(argv[1], "eval")) eval.data = value();
+    else if (a == "--samples" && !std::strcmp(argv[1], "eval")) eval.samples = number();
+    else if (a == "--inception" && !std::strcmp(argv[1], "eval")) eval.inception = value();
+    else throw UsageError("unknown argument '" + a + "'");
+  }
+  if (sample.checkpoint.empty()) throw UsageError(std::string(argv[1]) + " needs --checkpoint CKPT");
+  if (!std::strcmp(argv[1], "eval") && eval.metric.empty()) throw UsageError("eval needs --metric parzen|frechet|fid");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -92,6 +136,28 @@ int main(int argc, char** argv) {
         return 2;
       }
       return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "gantry: error: %s\n", e.what());
+      return 1;
+    }
+  }
+  if (!std::strcmp(argv[1], "sample") || !std::strcmp(argv[1], "eval")) {
+    try {
+      gantry::eval::SampleOptions sample;
+      gantry::eval::EvalOptions eval;
+      parse_eval_args(argc, argv, sample, eval);
+      if (!std::strcmp(argv[1], "sample")) gantry::eval::run_sample(sample, std::cout);
+      else gantry::eval::run_eval(eval, std::cout);
+      return 0;
+    } catch (const UsageError& e) {
+      std::fprintf(stderr, "gantry: %s\n%s", e.what(), kUsage);
+      return 2;
+    } catch (const gantry::eval::UsageError& e) {
+      std::fprintf(stderr, "gantry: %s\n", e.what());
+      return 2;
+    } catch (const gantry::ConfigError& e) {
+      std::fprintf(stderr, "gantry: %s\n", e.what());
+      return 2;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "gantry: error: %s\n", e.what());
       return 1;

@@ -1,7 +1,10 @@
 // Benchmark: data loader throughput per rank (records/s) for IDX (MNIST, Fashion-MNIST) and
-// CIFAR-10 files, with and without prefetch workers, to compare with what training consumes.
-// Usage: loader_bench [MNIST_DIR] — the MNIST directory may hold only the t10k (test) files.
-// CIFAR-10 files in the real format are generated into a temporary directory.
+// CIFAR-10 files and an image folder, with and without prefetch workers, to compare with what
+// training consumes. Usage: loader_bench [MNIST_DIR] — the MNIST directory may hold only the t10k
+// (test) files. CIFAR-10 files in the real format and an image folder (JPEG and PNG, written with
+// stb) are generated into temporary directories.
+#include <stb_image_write.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -18,7 +21,7 @@ namespace {
 double records_per_second(const DatasetSpec& spec, int workers, int prefetch, int64_t batch, int batches) {
   std::shared_ptr<const Dataset> data = open_dataset(spec);
   // Rank 0 of 2: this rank reads half of every global batch, as in a 2-rank job.
-  DataStream stream(data, 2 * batch, 0, 2, 1, StreamOptions{workers, prefetch, spec.name == "cifar10"});
+  DataStream stream(data, 2 * batch, 0, 2, 1, StreamOptions{workers, prefetch, spec.name == "cifar10" || spec.name == "images"});
   stream.next();  // warm: page cache, first permutation
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < batches; ++i) stream.next();
@@ -54,5 +57,30 @@ int main(int argc, char** argv) {
   }
   report("cifar10 train (generated, 5 x 10000, hflip)", {"cifar10", dir.string(), "train"});
   fs::remove_all(dir);
+
+  // Image folders: 2000 photos-like files (smooth gradients plus noise) at 128x128, JPEG
+  // (quality 90) and PNG, decoded, resized to 32x32 RGB and flipped by the workers.
+  for (const char* format : {"jpg", "png"}) {
+    const fs::path images = fs::temp_directory_path() / (std::string("gantry-loader-bench-") + format);
+    fs::remove_all(images);
+    fs::create_directories(images);
+    std::vector<uint8_t> px(128 * 128 * 3);
+    for (int i = 0; i < 2000; ++i) {
+      for (int y = 0; y < 128; ++y)
+        for (int x = 0; x < 128; ++x)
+          for (int c = 0; c < 3; ++c)
+            px[(y * 128 + x) * 3 + c] = static_cast<uint8_t>((x * (c + 1) + y * (i % 7) + i + rng() % 24) & 0xff);
+      char name[32];
+      std::snprintf(name, sizeof name, "%05d.%s", i, format);
+      const std::string path = (images / name).string();
+      if (std::string(format) == "jpg") stbi_write_jpg(path.c_str(), 128, 128, 3, px.data(), 90);
+      else stbi_write_png(path.c_str(), 128, 128, 3, px.data(), 128 * 3);
+    }
+    DatasetSpec spec{"images", images.string(), "train"};
+    spec.resolution = 32;
+    spec.channels = 3;
+    report((std::string("images (generated 2000 ") + format + " 128x128 -> 32x32x3, hflip)").c_str(), spec);
+    fs::remove_all(images);
+  }
   return 0;
 }

@@ -18,6 +18,7 @@ enum Stream : uint64_t {
   kPenaltyMix = 5,
   kModelInit = 6,
   kFlip = 7,
+  kEvalLatent = 8,  // gantry sample / eval
 };
 
 inline uint64_t mix64(uint64_t x) {

@@ -63,7 +63,10 @@ class RecordFile {
 std::string cache_directory_for(const fs::path& source, const std::string& cache_dir) {
   const fs::path next_to = fs::absolute(source).parent_path();
   const std::string folder = next_to.string();
-  if (cache_dir.empty() && folder.rfind("/usr/", 0) != 0 && ::access(folder.c_str(), W_OK) == 0) return folder;
+  // A folder marked read-only counts as such even for root, who may write anywhere.
+  const bool writable = ::access(folder.c_str(), W_OK) == 0 &&
+                        (fs::status(next_to).permissions() & fs::perms::owner_write) != fs::perms::none;
+  if (cache_dir.empty() && folder.rfind("/usr/", 0) != 0 && writable) return folder;
   std::string sub = folder;
   for (char& c : sub) if (c == '/') c = '_';
   if (!cache_dir.empty()) return (fs::path(cache_dir) / sub).string();
@@ -261,7 +264,85 @@ std::unique_ptr<Dataset> open_cifar10(const std::vector<std::string>& files) {
   return std::make_unique<FileRecords>("cifar10", RecordShape{3, 32, 32}, /*label_byte=*/true, std::move(segments));
 }
 
+// Records [begin, end) of another dataset, renumbered from 0.
+class RecordRange : public Dataset {
+ public:
+  RecordRange(std::shared_ptr<const Dataset> base, int64_t begin, int64_t end)
+      : base_(std::move(base)), begin_(begin), end_(end) {}
+  std::string name() const override { return base_->name(); }
+  int64_t size() const override { return end_ - begin_; }
+  RecordShape shape() const override { return base_->shape(); }
+  void read(const int64_t* indices, int64_t n, float* out) const override {
+    thread_local std::vector<int64_t> shifted;
+    shifted.assign(indices, indices + n);
+    for (auto& i : shifted) i += begin_;
+    base_->read(shifted.data(), n, out);
+  }
+
+ private:
+  std::shared_ptr<const Dataset> base_;
+  int64_t begin_, end_;
+};
+
+std::unique_ptr<Dataset> record_range(std::shared_ptr<const Dataset> base, int64_t begin, int64_t end) {
+  if (begin < 0 || end > base->size() || begin >= end)
+    throw DataError(base->name() + ": records [" + std::to_string(begin) + ", " + std::to_string(end) +
+                    ") do not fit its " + std::to_string(base->size()) + " records (data.holdout too large?)");
+  return std::make_unique<RecordRange>(std::move(base), begin, end);
+}
+
+std::vector<int64_t> read_labels(const DatasetSpec& spec) {
+  const bool test = spec.split == "test";
+  std::vector<int64_t> labels;
+  if (spec.name == "mnist" || spec.name == "fashion-mnist") {
+    const std::string stem = test ? "t10k-labels-idx1-ubyte" : "train-labels-idx1-ubyte";
+    const std::string file = find_file(spec.path, {stem, stem + ".gz", test ? "t10k-labels.idx1-ubyte" : "train-labels.idx1-ubyte"},
+                                       spec.name + " " + spec.split + " labels");
+    gzFile in = gzopen(file.c_str(), "rb");  // reads raw files too
+    if (!in) throw DataError("data file " + file + ": cannot open: " + std::strerror(errno));
+    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> chunk(1 << 16);
+    int n = 0;
+    while ((n = gzread(in, chunk.data(), static_cast<unsigned>(chunk.size()))) > 0) bytes.insert(bytes.end(), chunk.begin(), chunk.begin() + n);
+    gzclose(in);
+    if (n < 0 || bytes.size() < 8 || big_endian_u32(bytes.data()) != 0x00000801 ||
+        bytes.size() != 8 + size_t{big_endian_u32(bytes.data() + 4)})
+      throw DataError("data file " + file + ": not an IDX label file (magic 0x00000801, then a count and that many bytes)");
+    for (size_t i = 8; i < bytes.size(); ++i) labels.push_back(bytes[i]);
+  } else if (spec.name == "cifar10") {
+    open_dataset(spec);  // finds and checks the batches, naming what is missing or malformed
+    std::string dir = spec.path;
+    if (!fs::exists(fs::path(dir) / "test_batch.bin") && !fs::exists(fs::path(dir) / "data_batch_1.bin"))
+      dir = (fs::path(dir) / "cifar-10-batches-bin").string();
+    std::vector<std::string> files;
+    if (test) files.push_back((fs::path(dir) / "test_batch.bin").string());
+    else for (int i = 1; i <= 5; ++i) files.push_back((fs::path(dir) / ("data_batch_" + std::to_string(i) + ".bin")).string());
+    constexpr size_t kRecord = 1 + 3 * 32 * 32;
+    for (const auto& f : files) {
+      RecordFile file(f);
+      for (size_t off = 0; off + kRecord <= file.size(); off += kRecord) {
+        uint8_t label = 0;
+        file.read(off, 1, &label);
+        labels.push_back(label);
+      }
+    }
+  } else {
+    throw DataError("dataset '" + spec.name + "' has no labels");
+  }
+  return labels;
+}
+
 std::unique_ptr<Dataset> open_dataset(const DatasetSpec& spec) {
+  if (spec.holdout > 0) {
+    DatasetSpec all = spec;
+    all.holdout = 0;
+    std::shared_ptr<const Dataset> base = open_dataset(all);
+    const int64_t n = base->size();
+    if (spec.holdout >= n)
+      throw DataError(spec.name + " " + spec.split + ": data.holdout " + std::to_string(spec.holdout) +
+                      " leaves no records to train on (it has " + std::to_string(n) + ")");
+    return record_range(std::move(base), 0, n - spec.holdout);
+  }
   const bool test = spec.split == "test";
   if (spec.name == "mnist" || spec.name == "fashion-mnist") {
     const std::string stem = test ? "t10k-images-idx3-ubyte" : "train-images-idx3-ubyte";
@@ -285,6 +366,7 @@ std::unique_ptr<Dataset> open_dataset(const DatasetSpec& spec) {
     }
     return open_cifar10(files);
   }
+  if (spec.name == "images") return open_image_folder(spec.path, spec.resolution, spec.channels, spec.warn);
   if (spec.name == "gaussian1d")
     return std::make_unique<Gaussian1d>(spec.gaussian_mean, spec.gaussian_std, spec.gaussian_size, spec.seed);
   throw DataError("unknown dataset '" + spec.name + "'");

@@ -107,6 +107,8 @@ DataStream::DataStream(std::shared_ptr<const Dataset> dataset, int64_t global_ba
       seed_(seed),
       options_(options) {
   if (options_.prefetch > 0) pool_ = std::make_unique<WorkerPool>(std::max(1, options_.workers));
+  // Pinned memory needs a CUDA runtime; a CPU-only LibTorch never takes this branch.
+  pinned_ = options_.device.is_cuda() && torch::cuda::is_available();
 }
 
 DataStream::~DataStream() { drain(); }
@@ -120,10 +122,13 @@ StreamPosition DataStream::advance(StreamPosition p) const {
 }
 
 std::function<torch::Tensor()> DataStream::batch_task(const StreamPosition& p) {
+  // The batch's memory is allocated here, on the training thread: pinned memory is registered
+  // with this thread's CUDA device (a worker thread would use device 0's context).
+  const RecordShape s = dataset_->shape();
+  const torch::Tensor out = torch::empty({sampler_.local_batch(), s.channels, s.height, s.width},
+                                         torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pinned_));
   return [dataset = dataset_, indices = sampler_.local_indices(p.epoch, p.batch), epoch = p.epoch,
-          seed = seed_, hflip = options_.hflip] {
-    const RecordShape s = dataset->shape();
-    torch::Tensor batch = torch::empty({static_cast<int64_t>(indices.size()), s.channels, s.height, s.width});
+          seed = seed_, hflip = options_.hflip, s, batch = out] {
     dataset->read(indices.data(), static_cast<int64_t>(indices.size()), batch.data_ptr<float>());
     if (hflip) {  // reverse every row of the chosen images, in place
       float* x = batch.data_ptr<float>();
@@ -156,6 +161,10 @@ torch::Tensor DataStream::next() {
     pending_.pop_front();
     batch = future.get();  // rethrows a worker's error
   }
+  // From pinned memory the copy is asynchronous on the current stream, which orders it before
+  // the kernels that use the batch (and the caching host allocator keeps the pinned block until
+  // the copy is done).
+  if (options_.device != batch.device()) batch = batch.to(options_.device, /*non_blocking=*/pinned_);
   position_ = advance(position_);
   wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return batch;

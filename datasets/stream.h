@@ -50,6 +50,9 @@ struct StreamOptions {
   int workers = 1;      // threads that decode batches
   int prefetch = 2;     // batches assembled ahead of the training thread (0: decode in next())
   bool hflip = false;   // flip each image left-right with probability 1/2 (seeded per epoch and record)
+  // Where next() delivers batches. CUDA (when available): workers fill pinned host tensors and
+  // next() starts a non-blocking copy to the device. CPU: plain host tensors, no copy.
+  torch::Device device = torch::kCPU;
 };
 
 class WorkerPool;
@@ -60,8 +63,8 @@ class DataStream {
              uint64_t seed, StreamOptions options = {});
   ~DataStream();
 
-  // This rank's part of the next global batch, shape [local_batch, C, H, W], values in [-1, 1].
-  // An error in a worker thread is rethrown here with its message.
+  // This rank's part of the next global batch, shape [local_batch, C, H, W], values in [-1, 1],
+  // on options.device. An error in a worker thread is rethrown here with its message.
   torch::Tensor next();
   // The position of the next batch next() returns (batches prefetched but not taken don't count).
   StreamPosition position() const { return position_; }
@@ -87,6 +90,7 @@ class DataStream {
   std::unique_ptr<WorkerPool> pool_;
   std::deque<std::future<torch::Tensor>> pending_;
   double wait_seconds_ = 0;
+  bool pinned_ = false;  // host batches are page-locked for asynchronous copies to options_.device
 };
 
 }  // namespace gantry::datasets

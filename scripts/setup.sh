@@ -11,7 +11,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libyaml-cpp-dev prometheus-cpp-dev libcurl4-openssl-dev
   libgtest-dev libgmock-dev googletest
-  nlohmann-json3-dev libpng-dev zlib1g-dev libxxhash-dev
+  nlohmann-json3-dev libpng-dev zlib1g-dev libxxhash-dev libstb-dev
   prometheus
   dataset-fashion-mnist
 )

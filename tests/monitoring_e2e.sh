@@ -106,7 +106,7 @@ if targets:
           [t["labels"] for t in targets])
 
 # The last log step has been scraped: from now on the job statistics no longer change.
-done = wait_for("final step", lambda: query("gantry_logged_step") and float(query("gantry_logged_step")[0]["value"][1]) == steps, 60)
+done = wait_for("final step", lambda: query("gantry_logged_step") and float(query("gantry_logged_step")[0]["value"][1]) == steps, 150)
 check(f"gantry_logged_step reached {steps}", bool(done), query("gantry_logged_step"))
 time.sleep(2)  # a couple more scrapes: every rate() window holds samples after the last step
 

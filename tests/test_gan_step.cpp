@@ -2,6 +2,8 @@
 // network, the statistics are finite, and WGAN-GP's reported D loss includes the penalty.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "trainer/gan_step.h"
 #include "trainer/latent.h"
 
@@ -89,6 +91,47 @@ TEST(GanStep, WganGpReportsThePenalisedLoss) {
   const double with = penalised.take_stats()[kDLossSum].item<double>();
   // A freshly initialised critic's input gradient is far from norm 1, so the penalty is positive.
   EXPECT_GT(with - without, 0.1);
+}
+
+// The NaN guard: a NaN in D's real batch or G's latents skips that update and leaves no trace
+// (parameters, Adam moments and BatchNorm running statistics all as before); the next finite
+// update is applied again.
+TEST(GanStep, NonFiniteUpdatesAreSkippedWithoutATrace) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  Config c;
+  c.data.name = "fashion-mnist";
+  c.model.arch = "dcgan";
+  c.model.z_dim = 8;
+  c.model.dcgan.g_width = 4;
+  c.model.dcgan.d_width = 4;
+  GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+  const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
+  const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(step.d_update(real, z, mix));
+  ASSERT_TRUE(step.g_update(z));
+  auto everything = [&] {
+    checkpoint::StateDict state;
+    step.save_state(state);  // parameters, buffers and both optimizers' moments and steps
+    return state;
+  };
+  const checkpoint::StateDict before = everything();
+
+  EXPECT_FALSE(step.d_update(torch::full_like(real, nan), z, mix));
+  EXPECT_FALSE(step.g_update(torch::full_like(z, nan)));
+  EXPECT_FALSE(step.d_update(real, torch::full_like(z, std::numeric_limits<float>::infinity()), mix));
+  const checkpoint::StateDict after = everything();
+  ASSERT_EQ(after.size(), before.size());
+  for (const auto& [name, t] : before) EXPECT_TRUE(torch::equal(t, after.at(name))) << name;
+  const torch::Tensor s = step.take_stats();
+  EXPECT_EQ(s[kDNonFinite].item<double>(), 2);  // the losses were NaN: still counted as such
+  EXPECT_EQ(s[kGNonFinite].item<double>(), 1);
+
+  EXPECT_TRUE(step.d_update(real, z, mix));
+  EXPECT_TRUE(step.g_update(z));
+  const checkpoint::StateDict moved = everything();
+  EXPECT_FALSE(torch::equal(moved.at("optim/generator/net.0.weight/step"), before.at("optim/generator/net.0.weight/step")));
 }
 
 int main(int argc, char** argv) {

@@ -1,7 +1,8 @@
 // Implements: Checkpointer (see checkpoint.h): partition by bytes, durable writes (fsync of files
 // and directories), the agree-then-commit protocol, verification with xxh3, resharding load,
-// retention, and crash-injection points for the tests (GANTRY_CHECKPOINT_FAULT=point[:rank], points:
-// after_shard, before_manifest, before_rename, before_latest, after_commit).
+// retention, and fault-injection points for the tests (GANTRY_CHECKPOINT_FAULT=point[:rank[:step]]:
+// SIGKILL at after_shard, before_manifest, before_rename, before_latest, after_commit; enospc: the
+// shard write fails as on a full disk).
 #include "trainer/checkpoint.h"
 
 #include <fcntl.h>
@@ -85,17 +86,21 @@ std::vector<char> read_all(const fs::path& path) {
   return bytes;
 }
 
-// Test hook: GANTRY_CHECKPOINT_FAULT=point[:rank] kills this process with SIGKILL at `point`.
-void maybe_fault(const char* point, int rank) {
+// Test hook: GANTRY_CHECKPOINT_FAULT=point[:rank[:step]] names a fault at `point` on `rank`
+// (default 0) in the save of `step` (default: every save).
+bool fault_requested(const char* point, int rank, int64_t step) {
   const char* spec = std::getenv("GANTRY_CHECKPOINT_FAULT");
-  if (!spec) return;
-  std::string s = spec;
+  if (!spec) return false;
+  char name[64] = {0};
   int target = 0;
-  if (const auto colon = s.find(':'); colon != std::string::npos) {
-    target = std::stoi(s.substr(colon + 1));
-    s = s.substr(0, colon);
-  }
-  if (s == point && rank == target) std::raise(SIGKILL);
+  long long target_step = -1;
+  std::sscanf(spec, "%63[^:]:%d:%lld", name, &target, &target_step);
+  return std::string(name) == point && rank == target && (target_step < 0 || target_step == step);
+}
+
+// Points after_shard ... after_commit kill this process with SIGKILL there.
+void maybe_fault(const char* point, int rank, int64_t step) {
+  if (fault_requested(point, rank, step)) std::raise(SIGKILL);
 }
 
 // Which rank writes which tensor: largest first onto the least-loaded rank, so every rank
@@ -281,10 +286,13 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
     }
     const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
     const std::string file = shard_name(rank, world);
+    if (fault_requested("enospc", rank, step))  // a full disk, as write(2) reports it
+      throw CheckpointError("cannot write " + (tmp_dir / file).string() + ": " + std::strerror(ENOSPC) +
+                            " (GANTRY_CHECKPOINT_FAULT)");
     write_durable(tmp_dir / file, bytes.data(), bytes.size());
     report = {{"file", file}, {"bytes", bytes.size()}, {"xxh3", hex64(XXH3_64bits(bytes.data(), bytes.size()))},
               {"tensors", tensors}};
-    maybe_fault("after_shard", rank);
+    maybe_fault("after_shard", rank, step);
   } catch (const std::exception& e) {
     report = {{"error", e.what()}};
   }
@@ -317,18 +325,18 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
         manifest["shards"].push_back({{"file", j["file"]}, {"bytes", j["bytes"]}, {"xxh3", j["xxh3"]}});
         for (const auto& [name, t] : j["tensors"].items()) manifest["tensors"][name] = t;
       }
-      maybe_fault("before_manifest", rank);
+      maybe_fault("before_manifest", rank, step);
       const std::string text = manifest.dump(1) + "\n";
       write_durable(tmp_dir / "manifest.json", text.data(), text.size());
       fsync_dir(tmp_dir);
-      maybe_fault("before_rename", rank);
+      maybe_fault("before_rename", rank, step);
       // A step-N already there failed verification (or a resume went back past it): replace it.
       const fs::path replaced = final_dir.string() + ".replaced.tmp";
       if (fs::exists(final_dir)) fs::rename(final_dir, replaced);
       fs::rename(tmp_dir, final_dir);
       fsync_dir(root);
       fs::remove_all(replaced);
-      maybe_fault("before_latest", rank);
+      maybe_fault("before_latest", rank, step);
       const std::string latest = step_dir_name(step) + "\n";
       write_durable(root / "latest.tmp", latest.data(), latest.size());
       fs::rename(root / "latest.tmp", root / "latest");
@@ -340,7 +348,7 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
   }
   if (const std::string e = agree(comm_, error); !e.empty())
     throw CheckpointError("checkpoint " + final_dir.string() + " not committed: " + e);
-  maybe_fault("after_commit", rank);
+  maybe_fault("after_commit", rank, step);
   return final_dir.string();
 }
 

@@ -143,7 +143,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("run.dir", run.dir,
                    [](const std::string& v) { return v.empty() ? "must not be empty" : ""; }),
       GANTRY_FIELD("run.seed", run.seed, at_least<int64_t>(0)),
-      GANTRY_FIELD("data.name", data.name, one_of({"mnist", "fashion-mnist", "cifar10", "gaussian1d"})),
+      GANTRY_FIELD("data.name", data.name, one_of({"mnist", "fashion-mnist", "cifar10", "images", "gaussian1d"})),
       GANTRY_FIELD("data.path", data.path),
       GANTRY_FIELD("data.split", data.split, one_of({"train", "test"})),
       GANTRY_FIELD("data.gaussian.mean", data.gaussian.mean),
@@ -152,6 +152,11 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("data.workers", data.workers, at_least<int64_t>(1)),
       GANTRY_FIELD("data.prefetch", data.prefetch, at_least<int64_t>(0)),
       GANTRY_FIELD("data.hflip", data.hflip),
+      GANTRY_FIELD("data.holdout", data.holdout, at_least<int64_t>(0)),
+      GANTRY_FIELD("data.resolution", data.resolution,
+                   [](const int64_t& v) { return v < 1 || v > 4096 ? "must be 1..4096, got " + std::to_string(v) : ""; }),
+      GANTRY_FIELD("data.channels", data.channels,
+                   [](const int64_t& v) { return v == 1 || v == 3 ? "" : "must be 1 or 3, got " + std::to_string(v); }),
       GANTRY_FIELD("model.arch", model.arch, one_of({"mlp", "dcgan"})),
       GANTRY_FIELD("model.z_dim", model.z_dim, at_least<int64_t>(1)),
       GANTRY_FIELD("model.mlp.g_hidden", model.mlp.g_hidden, positive_widths()),
@@ -168,6 +173,8 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("train.consistency_every", train.consistency_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.threads", train.threads, at_least<int64_t>(0)),
       GANTRY_FIELD("train.dump_replicas", train.dump_replicas),
+      GANTRY_FIELD("train.on_nonfinite", train.on_nonfinite, one_of({"skip", "stop"})),
+      GANTRY_FIELD("train.max_nonfinite_skips", train.max_nonfinite_skips, at_least<int64_t>(1)),
       GANTRY_FIELD("optim.g.lr", optim.g.lr, positive()),
       GANTRY_FIELD("optim.g.beta1", optim.g.beta1, in_range(0.0, 1.0, true)),
       GANTRY_FIELD("optim.g.beta2", optim.g.beta2, in_range(0.0, 1.0, true)),
@@ -178,6 +185,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("checkpoint.keep_last", checkpoint.keep_last, at_least<int64_t>(1)),
       GANTRY_FIELD("checkpoint.keep_every", checkpoint.keep_every, at_least<int64_t>(0)),
       GANTRY_FIELD("checkpoint.async", checkpoint.async),
+      GANTRY_FIELD("checkpoint.on_failure", checkpoint.on_failure, one_of({"continue", "stop"})),
       GANTRY_FIELD("comm.backend", comm.backend, one_of({"auto", "mpi", "nccl"})),
       GANTRY_FIELD("comm.bucket_mb", comm.bucket_mb, positive()),
       GANTRY_FIELD("comm.first_bucket_mb", comm.first_bucket_mb, positive()),
@@ -260,6 +268,7 @@ std::string default_data_path(const std::string& dataset) {
   if (dataset == "fashion-mnist") return kDebianFashionMnistDir;
   if (dataset == "mnist") return "data/mnist";
   if (dataset == "cifar10") return "data/cifar10";
+  if (dataset == "images") return "data/images";
   return "";
 }
 

@@ -28,7 +28,7 @@ struct GaussianConfig {
 };
 
 struct DataConfig {
-  std::string name = "fashion-mnist";  // mnist | fashion-mnist | cifar10 | gaussian1d
+  std::string name = "fashion-mnist";  // mnist | fashion-mnist | cifar10 | images | gaussian1d
   std::string path;                    // empty: the dataset's default directory
   std::string split = "train";         // train | test
   GaussianConfig gaussian;
@@ -36,6 +36,9 @@ struct DataConfig {
   int64_t workers = 1;                 // threads that decode batches
   int64_t prefetch = 2;                // batches decoded ahead of training (0: none)
   bool hflip = false;                  // random left-right flips (images)
+  int64_t holdout = 0;                 // the split's last N records are left out of training (for evaluation)
+  int64_t resolution = 32;             // images: each image centre-cropped and resized to this square
+  int64_t channels = 3;                // images: 1 (gray) or 3 (RGB)
 };
 
 struct MlpConfig {
@@ -66,6 +69,8 @@ struct TrainConfig {
   int64_t consistency_every = 100;
   int64_t threads = 0;        // intra-op threads per rank; 0 = cores / ranks on this node
   bool dump_replicas = false; // write every rank's final parameters (replica tests)
+  std::string on_nonfinite = "skip";  // skip | stop: an update whose averaged gradient is NaN or infinite
+  int64_t max_nonfinite_skips = 10;   // skip: at most this many skipped updates in a row; one more stops
 };
 
 struct CheckpointConfig {
@@ -73,6 +78,7 @@ struct CheckpointConfig {
   int64_t keep_last = 3;   // keep the newest K checkpoints
   int64_t keep_every = 0;  // and every checkpoint whose step is a multiple of M (0: none)
   bool async = false;      // periodic saves write in the background while training goes on
+  std::string on_failure = "continue";  // continue | stop: what a periodic save that fails does
 };
 
 struct CommConfig {

@@ -3,7 +3,9 @@
 
 #include <chrono>
 #include <cmath>
-#include <sstream>
+#include <limits>
+
+#include "trainer/adam.h"
 
 namespace gantry {
 
@@ -30,18 +32,23 @@ void count_nonfinite(torch::Tensor& stats, int64_t slot, const torch::Tensor& lo
   }
 }
 
-// The optimizer's per-parameter state map is keyed by the parameter's TensorImpl: as a string in
-// LibTorch 1.x, as the pointer itself in 2.x. The one version-specific call.
-template <typename Map>
-typename Map::key_type optimizer_state_key(const Map&, const torch::Tensor& param) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream s;
-    s << param.unsafeGetTensorImpl();
-    return s.str();
-  } else {
-    return static_cast<Key>(param.unsafeGetTensorImpl());
-  }
+// NaN guard, part 1: a rank whose own loss is non-finite makes its gradient NaN (the loss times
+// NaN), so the averaged gradient is non-finite on every rank and all ranks skip alike. A finite
+// loss is multiplied by exactly 1 on the device; on the CPU the check is a cheap read.
+torch::Tensor poison_if_nonfinite(const torch::Tensor& loss) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (loss.is_cpu()) return std::isfinite(loss.item<double>()) ? loss : loss * nan;
+  return loss * torch::where(torch::isfinite(loss.detach()), torch::ones_like(loss), torch::full_like(loss, nan));
+}
+
+// NaN guard, part 2, after the all-reduce: whether every averaged gradient is finite. One sum per
+// parameter, read once (on a GPU that read is the one sync per update, as AMP's GradScaler's).
+// A sum that overflows float counts as non-finite: gradients that large are no better.
+bool finite_gradients(const torch::nn::Module& m) {
+  std::vector<torch::Tensor> sums;
+  for (const auto& p : m.parameters())
+    if (p.grad().defined()) sums.push_back(p.grad().sum());
+  return sums.empty() || std::isfinite(torch::stack(sums).sum().item<double>());
 }
 
 void save_adam(const torch::optim::Adam& opt, const torch::nn::Module& m, const std::string& prefix,
@@ -122,8 +129,9 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
   stats_ = torch::zeros({kNumStats}, torch::kFloat64);
 }
 
-void GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix) {
+bool GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix) {
   const auto t0 = Clock::now();
+  const std::vector<torch::Tensor> buffers = snapshot_buffers();
   torch::Tensor fake;
   {
     torch::NoGradGuard no_grad;
@@ -139,11 +147,13 @@ void GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const 
     reported = loss;
   }
   d_reducer_->prepare();
-  loss.backward();
+  poison_if_nonfinite(loss).backward();
   const auto t1 = Clock::now();
   d_reducer_->finish();
   const auto t2 = Clock::now();
-  d_opt_->step();
+  const bool finite = finite_gradients(*models_.d);
+  if (finite) adam_step(*d_opt_);
+  else restore_buffers(buffers);
   const auto t3 = Clock::now();
 
   torch::NoGradGuard no_grad;
@@ -157,20 +167,24 @@ void GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const 
   times_.d_forward_backward += seconds(t0, t1) + seconds(t3, Clock::now());  // bookkeeping counts here
   times_.allreduce += seconds(t1, t2);
   times_.optimizer += seconds(t2, t3);
+  return finite;
 }
 
-void GanStep::g_update(const torch::Tensor& z) {
+bool GanStep::g_update(const torch::Tensor& z) {
   const auto t0 = Clock::now();
+  const std::vector<torch::Tensor> buffers = snapshot_buffers();
   set_d_trainable(false);
   g_opt_->zero_grad();
   const torch::Tensor fake = models_.generate(z);
   const torch::Tensor loss = generator_loss(loss_, models_.discriminate(fake));
   g_reducer_->prepare();
-  loss.backward();
+  poison_if_nonfinite(loss).backward();
   const auto t1 = Clock::now();
   g_reducer_->finish();
   const auto t2 = Clock::now();
-  g_opt_->step();
+  const bool finite = finite_gradients(*models_.g);
+  if (finite) adam_step(*g_opt_);
+  else restore_buffers(buffers);
   const auto t3 = Clock::now();
   set_d_trainable(true);
 
@@ -185,6 +199,7 @@ void GanStep::g_update(const torch::Tensor& z) {
   times_.g_forward_backward += seconds(t0, t1) + seconds(t3, Clock::now());
   times_.allreduce += seconds(t1, t2);
   times_.optimizer += seconds(t2, t3);
+  return finite;
 }
 
 void GanStep::save_state(checkpoint::StateDict& out) const {
@@ -228,6 +243,19 @@ std::pair<double, double> GanStep::gradient_norms() const {
     return std::sqrt(sq);
   };
   return {norm(*models_.g), norm(*models_.d)};
+}
+
+// The floating BatchNorm statistics, copied before an update's forward passes change them, so a
+// skipped update leaves no trace (a NaN batch would otherwise poison the running means).
+std::vector<torch::Tensor> GanStep::snapshot_buffers() const {
+  std::vector<torch::Tensor> copy;
+  for (const auto& b : float_buffers_) copy.push_back(b.detach().clone());
+  return copy;
+}
+
+void GanStep::restore_buffers(const std::vector<torch::Tensor>& snapshot) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < snapshot.size(); ++i) float_buffers_[i].copy_(snapshot[i]);
 }
 
 void GanStep::set_d_trainable(bool trainable) {

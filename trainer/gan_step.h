@@ -43,8 +43,11 @@ class GanStep {
 
   // real: this rank's share of the global batch; z and penalty_mix: matching latents and
   // WGAN-GP interpolation weights (ignored by the other losses).
-  void d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix);
-  void g_update(const torch::Tensor& z);
+  // Both return false when the update was skipped: its averaged gradient held a NaN or an
+  // infinity (or some rank's loss did), so the optimizer did not step and the BatchNorm buffers
+  // were put back. Every rank returns the same.
+  bool d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix);
+  bool g_update(const torch::Tensor& z);
   // Averages BatchNorm running statistics across ranks so replicas stay identical.
   void sync_buffers();
 
@@ -72,6 +75,8 @@ class GanStep {
 
  private:
   void set_d_trainable(bool trainable);
+  std::vector<torch::Tensor> snapshot_buffers() const;
+  void restore_buffers(const std::vector<torch::Tensor>& snapshot);
 
   GanModels models_;
   LossKind loss_;

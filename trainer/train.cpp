@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -72,6 +73,31 @@ void restore_training_state(const checkpoint::StateDict& state, GanStep& gan, da
   stream.set_position({state.at("data/epoch").item<int64_t>(), state.at("data/batch").item<int64_t>()});
   auto generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(state.at("rng/torch_cpu"));
+}
+
+// Test hook: GANTRY_FAULT_NONFINITE=d|g:STEP[:RANK] fills that network's input with NaN on RANK
+// (default 0) in step STEP (numbered from 1, as in log.jsonl): the NaN guard's fault injection.
+struct NonfiniteFault {
+  char net = 0;  // 'd': D's real batch, 'g': G's latents; 0: off
+  int64_t step = 0;
+  int rank = 0;
+};
+
+NonfiniteFault nonfinite_fault() {
+  NonfiniteFault f;
+  const char* spec = std::getenv("GANTRY_FAULT_NONFINITE");
+  if (!spec) return f;
+  long long step = 0;
+  int rank = 0;
+  char net = 0;
+  if (std::sscanf(spec, "%c:%lld:%d", &net, &step, &rank) < 2 || (net != 'd' && net != 'g'))
+    throw JobError(std::string("GANTRY_FAULT_NONFINITE='") + spec + "': expected d|g:STEP[:RANK]");
+  return {net, static_cast<int64_t>(step), rank};
+}
+
+torch::Tensor maybe_poison(const torch::Tensor& input, const NonfiniteFault& fault, char net, int64_t done, int rank) {
+  if (fault.net != net || fault.step != done || fault.rank != rank) return input;
+  return torch::full_like(input, std::numeric_limits<float>::quiet_NaN());
 }
 
 // Keeps the lines of log.jsonl up to `step`: a run resumed from step N continues the log there.
@@ -256,12 +282,21 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     validate_for_world(config, world);
     datasets::DatasetSpec spec{config.data.name, config.data.path, config.data.split,
                                config.data.gaussian.mean, config.data.gaussian.std, 1 << 20, seed,
-                               config.data.cache_dir};
+                               config.data.cache_dir, config.data.holdout, config.data.resolution,
+                               config.data.channels};
+    // Skipped images: opening scans the same folder on every rank, so rank 0 names what it
+    // skipped; a file that fails to decode later is named by the rank that read it.
+    auto opened = std::make_shared<std::atomic<bool>>(false);
+    spec.warn = [rank0, opened](const std::string& m) {
+      if (rank0 || *opened) std::fprintf(stderr, "%s\n", m.c_str());
+    };
     dataset = datasets::open_dataset(spec);
-    const datasets::StreamOptions stream_options{static_cast<int>(config.data.workers),
-                                                 static_cast<int>(config.data.prefetch), config.data.hflip};
-    stream = std::make_unique<datasets::DataStream>(dataset, config.train.batch_size, rank, world, seed, stream_options);
+    *opened = true;
     gan = std::make_unique<GanStep>(make_models(config, dataset->shape()), config, *comm);
+    datasets::StreamOptions stream_options{static_cast<int>(config.data.workers),
+                                           static_cast<int>(config.data.prefetch), config.data.hflip};
+    stream_options.device = gan->models().g->parameters().front().device();  // CUDA: pinned batches
+    stream = std::make_unique<datasets::DataStream>(dataset, config.train.batch_size, rank, world, seed, stream_options);
     if (resume.empty() && !checkpoint::list_checkpoints((run_dir / "checkpoints").string()).empty())
       throw ConfigError("run.dir " + run_dir.string() + " already holds checkpoints: continue it with --resume auto, " +
                         "or choose another run.dir (nothing there was changed)");
@@ -325,7 +360,19 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     std::snprintf(text, sizeof text, "%.3f s", std::chrono::duration<double>(Clock::now() - t0).count());
     return std::string(text);
   };
-  // Reports the async save in flight once it is done; a failed one is a warning, training goes on.
+  // A periodic save that failed (every rank agrees; nothing was committed): a warning, and
+  // training goes on, or a clean stop (checkpoint.on_failure). The previous checkpoint is intact.
+  auto checkpoint_failed = [&](const checkpoint::CheckpointError& e) {
+    const auto kept = checkpoint::list_checkpoints((run_dir / "checkpoints").string());
+    const std::string previous = kept.empty() ? "no earlier checkpoint exists" : "the previous one, " + kept.front() +
+                                                                                     ", is intact";
+    if (config.checkpoint.on_failure == "stop")
+      throw JobError(std::string(e.what()) + "; stopping (checkpoint.on_failure: stop); " + previous +
+                     ": resume with --resume auto");
+    reporter->message(std::string("gantry: warning: ") + e.what() + "; training goes on (checkpoint.on_failure: " +
+                      "continue); " + previous);
+  };
+  // Reports the async save in flight once it is done; a failed one goes to checkpoint_failed.
   int64_t async_step = 0;    // the async save in flight: its step and how long it stalled training
   double async_stall_s = 0;
   auto finish_async_save = [&] {
@@ -335,8 +382,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
         if (metrics.job) metrics.job->checkpoint_saved(async_step, async_stall_s);
       }
     } catch (const checkpoint::CheckpointError& e) {
-      reporter->message(std::string("gantry: warning: ") + e.what());
       if (metrics.job) metrics.job->checkpoint_failed();
+      checkpoint_failed(e);
     }
   };
   auto save_checkpoint = [&](int64_t done, bool async) {
@@ -371,6 +418,28 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   auto last_log = start;
   int64_t last_log_step = start_step;
   int stop_signal = 0;
+  // NaN guard: an update whose averaged gradient is not finite was skipped by GanStep on every
+  // rank alike; count it, or stop (train.on_nonfinite), and stop after too many in a row.
+  const NonfiniteFault fault = nonfinite_fault();
+  int64_t skipped_total = 0, skipped_in_a_row = 0;
+  auto after_update = [&](bool applied, const char* net, int64_t done) {
+    if (applied) {
+      skipped_in_a_row = 0;
+      return;
+    }
+    ++skipped_total;
+    ++skipped_in_a_row;
+    const std::string what = std::string("non-finite loss or gradient in ") + net + "'s update at step " +
+                             std::to_string(done);
+    if (config.train.on_nonfinite == "stop")
+      throw JobError(what + "; stopping (train.on_nonfinite: stop); the update was not applied and the last " +
+                     "checkpoint is intact");
+    if (skipped_in_a_row > config.train.max_nonfinite_skips)
+      throw JobError(what + ": " + std::to_string(skipped_in_a_row) + " updates in a row were non-finite, more than " +
+                     "train.max_nonfinite_skips (" + std::to_string(config.train.max_nonfinite_skips) + "); stopping");
+    reporter->message("gantry: warning: " + what + "; update skipped (" + std::to_string(skipped_in_a_row) +
+                      " in a row, " + std::to_string(skipped_total) + " in all; train.on_nonfinite: skip)");
+  };
   UpdateTimes phase_totals;   // this rank's, for summary.json's step breakdown
   double data_wait_total = 0;  // the ranks' mean, summed over the log intervals
   for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
@@ -379,12 +448,15 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     const int64_t first = static_cast<int64_t>(rank) * local_batch;  // this rank's first global row
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
-      gan->d_update(stream->next(),
-                    latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim),
-                    uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch));
+      after_update(gan->d_update(maybe_poison(stream->next(), fault, 'd', step + 1, rank),
+                                 latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim),
+                                 uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch)),
+                   "D", step + 1);
     }
-    gan->g_update(latent_rows(seed, random::kLatent, step * (d_steps + 1) + d_steps, first, local_batch,
-                              config.model.z_dim));
+    after_update(gan->g_update(maybe_poison(latent_rows(seed, random::kLatent, step * (d_steps + 1) + d_steps, first,
+                                                        local_batch, config.model.z_dim),
+                                            fault, 'g', step + 1, rank)),
+                 "G", step + 1);
     gan->sync_buffers();
     // (With CUDA, this is also where rank metrics take the device memory: set_device_memory.)
     const UpdateTimes times = gan->take_times();
@@ -434,9 +506,9 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     } else if (!last && config.checkpoint.every > 0 && done % config.checkpoint.every == 0) {
       try {
         save_checkpoint(done, config.checkpoint.async);
-      } catch (const checkpoint::CheckpointError& e) {  // every rank agrees; training goes on
-        reporter->message(std::string("gantry: warning: ") + e.what());
+      } catch (const checkpoint::CheckpointError& e) {  // every rank agrees
         if (metrics.job) metrics.job->checkpoint_failed();
+        checkpoint_failed(e);
       }
     }
   }
@@ -469,6 +541,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
         {"img_per_s", static_cast<double>((config.train.steps - start_step) * d_steps * config.train.batch_size) /
                           std::max(seconds, 1e-9)},
         {"checksum", checksum(replica_state(models))},
+        {"skipped_updates", skipped_total},
         {"phase_seconds",
          {{"d_forward_backward", ph[1]}, {"g_forward_backward", ph[2]}, {"exposed_allreduce", ph[3]},
           {"optimizer", ph[4]}, {"data_wait", data_wait_total},

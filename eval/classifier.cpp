@@ -1,0 +1,88 @@
+// Implements: the feature classifier (see classifier.h): training, accuracy, the cache file.
+#include "eval/classifier.h"
+
+#include <filesystem>
+
+namespace gantry::eval {
+namespace fs = std::filesystem;
+namespace nn = torch::nn;
+
+FeatureNetImpl::FeatureNetImpl(datasets::RecordShape shape, int64_t classes) {
+  const int64_t flat = 32 * (shape.height / 4) * (shape.width / 4);
+  body = register_module("body", nn::Sequential(
+      nn::Conv2d(nn::Conv2dOptions(shape.channels, 16, 3).padding(1)), nn::ReLU(), nn::MaxPool2d(2),
+      nn::Conv2d(nn::Conv2dOptions(16, 32, 3).padding(1)), nn::ReLU(), nn::MaxPool2d(2),
+      nn::Flatten(), nn::Linear(flat, 128), nn::ReLU()));
+  head = register_module("head", nn::Linear(128, classes));
+}
+
+torch::Tensor FeatureNetImpl::features(const torch::Tensor& x) { return body->forward(x); }
+torch::Tensor FeatureNetImpl::forward(const torch::Tensor& x) { return head->forward(features(x)); }
+
+namespace {
+
+double accuracy(FeatureNet& net, const LabelledImages& data) {
+  torch::NoGradGuard no_grad;
+  net->eval();
+  int64_t right = 0;
+  for (int64_t lo = 0; lo < data.images.size(0); lo += 500) {
+    const torch::Tensor logits = net->forward(data.images.slice(0, lo, lo + 500));
+    right += logits.argmax(1).eq(data.labels.slice(0, lo, lo + 500)).sum().item<int64_t>();
+  }
+  return static_cast<double>(right) / static_cast<double>(std::max<int64_t>(1, data.images.size(0)));
+}
+
+datasets::RecordShape shape_of(const torch::Tensor& images) { return {images.size(1), images.size(2), images.size(3)}; }
+
+}  // namespace
+
+Classifier load_or_train_classifier(const LabelledImages& train, const LabelledImages& test, const std::string& cache_file,
+                                    uint64_t seed, int epochs, std::ostream& log) {
+  Classifier c;
+  c.path = cache_file;
+  const int64_t classes = std::max(train.labels.max().item<int64_t>(), test.labels.max().item<int64_t>()) + 1;
+  torch::manual_seed(seed);
+  c.net = FeatureNet(shape_of(train.images), classes);
+  if (fs::exists(cache_file)) {
+    torch::serialize::InputArchive archive;
+    archive.load_from(cache_file);
+    c.net->load(archive);
+    c.cached = true;
+  } else {
+    log << "gantry: training the feature classifier on " << train.images.size(0) << " labelled records (" << epochs
+        << " epochs); it is cached in " << cache_file << "\n";
+    torch::optim::Adam opt(c.net->parameters(), torch::optim::AdamOptions(1e-3));
+    auto gen = at::detail::createCPUGenerator(seed);
+    constexpr int64_t kBatch = 128;
+    for (int epoch = 0; epoch < epochs; ++epoch) {
+      c.net->train();
+      const torch::Tensor order = torch::randperm(train.images.size(0), gen, torch::kLong);
+      for (int64_t lo = 0; lo < order.size(0); lo += kBatch) {
+        const torch::Tensor idx = order.slice(0, lo, lo + kBatch);
+        opt.zero_grad();
+        torch::nn::functional::cross_entropy(c.net->forward(train.images.index_select(0, idx)),
+                                             train.labels.index_select(0, idx)).backward();
+        opt.step();
+      }
+    }
+    fs::create_directories(fs::path(cache_file).parent_path());
+    torch::serialize::OutputArchive archive;
+    c.net->save(archive);
+    const std::string tmp = cache_file + ".tmp";
+    archive.save_to(tmp);
+    fs::rename(tmp, cache_file);
+  }
+  c.test_accuracy = accuracy(c.net, test);
+  c.net->eval();
+  return c;
+}
+
+torch::Tensor classifier_features(Classifier& c, const torch::Tensor& images, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  c.net->eval();
+  std::vector<torch::Tensor> parts;
+  for (int64_t lo = 0; lo < images.size(0); lo += batch) parts.push_back(c.net->features(images.slice(0, lo, lo + batch)));
+  return torch::cat(parts);
+}
+
+}  // namespace gantry::eval

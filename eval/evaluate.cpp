@@ -1,0 +1,210 @@
+// Implements: the sample and eval commands (see evaluate.h), top to bottom: load the checkpoint
+// and the run's config, open the evaluation records, generate, measure, print, record.
+#include "eval/evaluate.h"
+
+#include <torch/script.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "eval/classifier.h"
+#include "eval/generator.h"
+#include "eval/metrics.h"
+#include "trainer/images.h"
+
+namespace gantry::eval {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+EvalData open_eval_data(const Config& config, const std::string& path_override) {
+  if (config.data.name == "gaussian1d") throw UsageError("eval works on image datasets, not gaussian1d");
+  EvalData d;
+  datasets::DatasetSpec spec;
+  spec.name = config.data.name;
+  spec.path = path_override.empty() ? config.data.path : path_override;
+  spec.cache_dir = config.data.cache_dir;
+  spec.seed = static_cast<uint64_t>(config.run.seed);
+  spec.resolution = config.data.resolution;
+  spec.channels = config.data.channels;
+  if (config.data.holdout > 0) {
+    spec.split = config.data.split;
+    std::shared_ptr<const datasets::Dataset> all = datasets::open_dataset(spec);
+    const int64_t cut = all->size() - config.data.holdout;
+    d.train = datasets::record_range(all, 0, cut);
+    d.test = datasets::record_range(all, cut, all->size());
+    d.train_spec = d.test_spec = spec;
+    d.test_begin = cut;
+  } else {
+    d.train_spec = d.test_spec = spec;
+    d.train_spec.split = "train";
+    d.test_spec.split = "test";
+    d.train = datasets::open_dataset(d.train_spec);
+    d.test = datasets::open_dataset(d.test_spec);
+  }
+  return d;
+}
+
+torch::Tensor read_records(const datasets::Dataset& data, int64_t begin, int64_t n) {
+  const auto s = data.shape();
+  torch::Tensor out = torch::empty({n, s.channels, s.height, s.width});
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), begin);
+  data.read(idx.data(), n, out.data_ptr<float>());
+  return out;
+}
+
+int64_t run_sample(const SampleOptions& o, std::ostream& out) {
+  if (o.out.empty()) throw UsageError("sample needs --out FILE.png");
+  TrainedGan gan = load_trained_gan(o.checkpoint);
+  if (gan.shape.height == 1) throw UsageError("sample draws image grids; " + gan.config.data.name + " has no images");
+  const int64_t z_dim = gan.config.model.z_dim;
+  int64_t rows = 0, cols = 0;
+  torch::Tensor z;
+  if (o.interpolate) {
+    if (o.rows < 1 || o.cols < 2) throw UsageError("--interpolate needs --rows >= 1 and --cols >= 2");
+    rows = o.rows;
+    cols = o.cols;
+    z = interpolation_latents(o.seed, rows, cols, z_dim);
+  } else {
+    if (o.n < 1) throw UsageError("--n must be at least 1");
+    cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(o.n))));
+    rows = (o.n + cols - 1) / cols;
+    z = sample_latents(o.seed, o.n, z_dim);
+  }
+  write_image_grid(generate(gan, z), rows, cols, o.out);
+  out << "gantry: " << z.size(0) << " samples (" << rows << " x " << cols << (o.interpolate ? ", interpolated" : "")
+      << ") of " << gan.checkpoint << " (step " << gan.step << ") in " << o.out << "\n";
+  return z.size(0);
+}
+
+namespace {
+
+std::string fixed(double v, int digits) {
+  char s[64];
+  std::snprintf(s, sizeof s, "%.*f", digits, v);
+  return s;
+}
+
+torch::Tensor to_unit(const torch::Tensor& x) { return (x + 1) * 0.5; }  // [-1, 1] -> [0, 1]
+
+// Parzen: sigma on the first half of the evaluation records, the log-likelihood on the second.
+nlohmann::json parzen(TrainedGan& gan, const EvalData& data, const EvalOptions& o, std::ostream& out) {
+  const int64_t n = data.test->size(), half = n / 2;
+  if (half < 1) throw UsageError("parzen needs at least 2 evaluation records");
+  const torch::Tensor valid = to_unit(read_records(*data.test, 0, half));
+  const torch::Tensor test = to_unit(read_records(*data.test, half, n - half));
+  const std::vector<double> grid = log_grid(0.02, 2.0, 61);
+  const auto t0 = Clock::now();
+  const torch::Tensor samples = to_unit(generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim)));
+  const ParzenResult g = parzen_evaluate(valid, test, samples, grid);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const int64_t n_real = std::min(o.samples, data.train->size());
+  const ParzenResult real = parzen_evaluate(valid, test, to_unit(read_records(*data.train, 0, n_real)), grid);
+  out << "parzen log-likelihood: " << fixed(g.mean, 1) << " ± " << fixed(g.std_error, 1) << " nats per test example ("
+      << g.centres << " samples of G, sigma " << fixed(g.sigma, 4) << " chosen on " << half << " validation records, "
+      << g.test_points << " test records, pixels in [0, 1]; " << fixed(seconds, 1) << " s)\n"
+      << "parzen, real training data as the samples: " << fixed(real.mean, 1) << " ± " << fixed(real.std_error, 1)
+      << " (" << real.centres << " records, sigma " << fixed(real.sigma, 4) << ")\n";
+  return {{"parzen_ll", g.mean}, {"parzen_se", g.std_error}, {"sigma", g.sigma}, {"samples", g.centres},
+          {"validation_records", half}, {"test_records", g.test_points}, {"seconds", seconds},
+          {"real_parzen_ll", real.mean}, {"real_parzen_se", real.std_error}, {"real_sigma", real.sigma},
+          {"real_records", real.centres}};
+}
+
+// Features of real test, generated and real training images; the distances between their fits.
+nlohmann::json frechet_from(const std::function<torch::Tensor(const torch::Tensor&)>& features, TrainedGan& gan,
+                            const EvalData& data, const EvalOptions& o, const std::string& name, std::ostream& out) {
+  const int64_t n_test = data.test->size();
+  const GaussianFit test = fit_gaussian(features(read_records(*data.test, 0, n_test)));
+  const GaussianFit fake = fit_gaussian(features(generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim))));
+  const int64_t n_real = std::min(data.train->size(), std::max(n_test, o.samples));
+  const GaussianFit real = fit_gaussian(features(read_records(*data.train, 0, n_real)));
+  const double fd = frechet_distance(fake, test), floor = frechet_distance(real, test);
+  out << name << ": " << fixed(fd, 3) << " (" << o.samples << " samples of G vs " << n_test << " test records)\n"
+      << name << " floor, real training vs real test: " << fixed(floor, 3) << " (" << n_real << " vs " << n_test
+      << " records); ratio " << fixed(fd / floor, 2) << "\n";
+  return {{name, fd}, {name + "_floor", floor}, {"ratio", fd / floor}, {"samples", o.samples},
+          {"test_records", n_test}, {"real_records", n_real}};
+}
+
+LabelledImages labelled(const datasets::Dataset& d, const datasets::DatasetSpec& spec, int64_t begin) {
+  const std::vector<int64_t> all = datasets::read_labels(spec);
+  if (static_cast<int64_t>(all.size()) < begin + d.size())
+    throw datasets::DataError(spec.name + " " + spec.split + ": " + std::to_string(all.size()) + " labels for " +
+                              std::to_string(begin + d.size()) + " images");
+  return {read_records(d, 0, d.size()),
+          torch::tensor(std::vector<int64_t>(all.begin() + begin, all.begin() + begin + d.size()), torch::kLong)};
+}
+
+std::string classifier_cache(const EvalData& data) {
+  const std::string file = "gantry-classifier-" + data.train_spec.name + "-" + data.train_spec.split + "-" +
+                           std::to_string(data.train_begin) + "-" + std::to_string(data.train->size()) + ".pt";
+  const fs::path dir = fs::absolute(data.train_spec.path);
+  if (!data.train_spec.cache_dir.empty()) return (fs::path(data.train_spec.cache_dir) / file).string();
+  // Not in a folder marked read-only, even for root (who may write anywhere), nor under /usr.
+  const bool writable = ::access(dir.c_str(), W_OK) == 0 &&
+                        (fs::status(dir).permissions() & fs::perms::owner_write) != fs::perms::none;
+  if (dir.string().rfind("/usr/", 0) != 0 && writable) return (dir / file).string();
+  const char* home = std::getenv("HOME");
+  return (fs::path(home ? home : ".") / ".cache" / "gantry" / file).string();
+}
+
+}  // namespace
+
+nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
+  if (o.metric != "parzen" && o.metric != "frechet" && o.metric != "fid")
+    throw UsageError("--metric must be parzen, frechet or fid, got '" + o.metric + "'");
+  if (o.samples < 2) throw UsageError("--samples must be at least 2");
+  if (o.metric == "fid" && o.inception.empty()) throw UsageError("--metric fid needs --inception FILE (TorchScript)");
+  TrainedGan gan = load_trained_gan(o.checkpoint);
+  const EvalData data = open_eval_data(gan.config, o.data);
+  out << "gantry: " << o.metric << " of " << gan.checkpoint << " (step " << gan.step << "), " << data.test->name()
+      << ": " << data.train->size() << " training and " << data.test->size() << " evaluation records\n";
+  nlohmann::json result;
+  if (o.metric == "parzen") {
+    result = parzen(gan, data, o, out);
+  } else if (o.metric == "frechet") {
+    Classifier c = load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin),
+                                            labelled(*data.test, data.test_spec, data.test_begin),
+                                            classifier_cache(data), o.seed, o.classifier_epochs, out);
+    out << "feature classifier: " << c.path << (c.cached ? " (cached)" : " (trained now)") << ", test accuracy "
+        << fixed(100 * c.test_accuracy, 2) << " %\n";
+    result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, gan, data, o,
+                          "frechet_distance", out);
+    result["classifier_accuracy"] = c.test_accuracy;
+    result["classifier"] = c.path;
+  } else {
+    if (!fs::exists(o.inception)) throw UsageError("--inception " + o.inception + ": not found");
+    torch::jit::script::Module inception = torch::jit::load(o.inception);
+    inception.eval();
+    auto features = [&](const torch::Tensor& images) {
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> parts;
+      for (int64_t lo = 0; lo < images.size(0); lo += 50) {
+        torch::Tensor x = to_unit(images.slice(0, lo, lo + 50));
+        if (x.size(1) == 1) x = x.expand({-1, 3, -1, -1}).contiguous();
+        parts.push_back(inception.forward({x}).toTensor().flatten(1));
+      }
+      return torch::cat(parts);
+    };
+    result = frechet_from(features, gan, data, o, "fid", out);
+    result["inception"] = o.inception;
+  }
+  result["metric"] = o.metric;
+  result["checkpoint"] = gan.checkpoint;
+  result["step"] = gan.step;
+  result["seed"] = o.seed;
+  result["time"] = static_cast<int64_t>(std::time(nullptr));
+  std::ofstream log(fs::path(gan.run_dir) / "eval.jsonl", std::ios::app);
+  log << result.dump() << "\n";
+  if (!log) throw std::runtime_error("cannot append to " + (fs::path(gan.run_dir) / "eval.jsonl").string());
+  return result;
+}
+
+}  // namespace gantry::eval

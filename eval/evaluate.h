@@ -1,0 +1,61 @@
+// Implements: `gantry sample` and `gantry eval`: sample grids and z-interpolations from a
+// checkpoint; the Parzen-window log-likelihood, the Fréchet distance in a trained classifier's
+// features, and FID with a user's TorchScript Inception. Results are printed with their real-data
+// reference and appended to <run.dir>/eval.jsonl.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+
+#include "datasets/dataset.h"
+#include "trainer/config.h"
+
+namespace gantry::eval {
+
+// A mistake in the command's arguments (exit code 2, as a config error).
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct SampleOptions {
+  std::string checkpoint, out;
+  int64_t n = 64;
+  uint64_t seed = 0;
+  bool interpolate = false;
+  int64_t rows = 8, cols = 10;
+};
+
+// Writes the grid; returns the number of images in it.
+int64_t run_sample(const SampleOptions& options, std::ostream& out);
+
+struct EvalOptions {
+  std::string checkpoint;
+  std::string metric;     // parzen | frechet | fid
+  std::string data;       // the dataset's directory (empty: the run's data.path)
+  std::string inception;  // fid: a TorchScript file mapping [N, 3, H, W] in [0, 1] to [N, F] features
+  int64_t samples = 10000;
+  uint64_t seed = 0;
+  int classifier_epochs = 3;
+};
+
+// Prints the result and appends it to <run.dir>/eval.jsonl; returns that JSON line.
+nlohmann::json run_eval(const EvalOptions& options, std::ostream& out);
+
+// The run's records split for evaluation. data.holdout > 0: the split's first size - holdout
+// records are `train`, its last `holdout` are `test`. Otherwise the train and test splits.
+struct EvalData {
+  datasets::DatasetSpec train_spec, test_spec;
+  std::shared_ptr<const datasets::Dataset> train, test;
+  int64_t train_begin = 0, test_begin = 0;  // where they start in their split's files (for labels)
+};
+EvalData open_eval_data(const Config& config, const std::string& path_override);
+
+// Records [begin, begin + n) of `data` as [n, C, H, W] in [-1, 1].
+torch::Tensor read_records(const datasets::Dataset& data, int64_t begin, int64_t n);
+
+}  // namespace gantry::eval

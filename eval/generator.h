@@ -1,0 +1,44 @@
+// Implements: a trained G (and D) loaded from a checkpoint for evaluation, with the run's config
+// read from <run.dir>/config.yaml; seeded samples, and the rows of z-interpolations of
+// Goodfellow et al. (2014), Figure 2.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+#include "datasets/dataset.h"
+#include "trainer/config.h"
+#include "trainer/models.h"
+
+namespace gantry::eval {
+
+struct TrainedGan {
+  Config config;           // the run's resolved config
+  std::string checkpoint;  // the checkpoint directory read
+  std::string run_dir;     // the run's directory (eval.jsonl goes there)
+  int64_t step = 0;
+  datasets::RecordShape shape;
+  GanModels models;        // in eval mode
+};
+
+// The record shape the run's config gives (28x28x1, 32x32x3, an image folder's resolution and
+// channels, 1-D): no files needed.
+datasets::RecordShape record_shape(const DataConfig& data);
+
+// `path`: a checkpoint directory, a checkpoints folder or a run directory (follows `latest`).
+// Throws CheckpointError (missing or corrupt checkpoint, a model that does not fit) or
+// ConfigError (the run's config.yaml).
+TrainedGan load_trained_gan(const std::string& path);
+
+// G(z) for z [N, z_dim], batch by batch, without gradients: [N, C, H, W] in [-1, 1].
+torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch = 500);
+
+// N standard-normal latents, a pure function of (seed, n, z_dim).
+torch::Tensor sample_latents(uint64_t seed, int64_t n, int64_t z_dim);
+
+// rows x cols latents: row r runs linearly from z0_r (column 0) to z1_r (the last column), with
+// z0_r and z1_r from `seed`. Returned in row-major order, [rows * cols, z_dim].
+torch::Tensor interpolation_latents(uint64_t seed, int64_t rows, int64_t cols, int64_t z_dim);
+
+}  // namespace gantry::eval

@@ -1,0 +1,47 @@
+// Implements: the sample-quality statistics. The Gaussian Parzen-window log-likelihood (Breuleux
+// et al. 2011, as Goodfellow et al. 2014 report it) with batched distance matrices and
+// log-sum-exp, and the Fréchet distance between Gaussian fits of features (Heusel et al. 2017).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace gantry::eval {
+
+// log p(x_i) for every row x_i of `points` under the mixture (1/M) sum_j N(c_j, sigma^2 I) over
+// the rows c_j of `centres`, for every sigma: [sigmas, N] float64. Rows are flattened; the
+// distance matrix is made `batch` rows at a time with one matrix product each.
+torch::Tensor parzen_log_likelihoods(const torch::Tensor& points, const torch::Tensor& centres,
+                                     const std::vector<double>& sigmas, int64_t batch = 500);
+
+// sigma_min .. sigma_max, `n` values spaced evenly in log.
+std::vector<double> log_grid(double sigma_min, double sigma_max, int n);
+
+struct ParzenResult {
+  double sigma = 0;      // chosen on the validation points
+  double mean = 0;       // mean log-likelihood of the test points (nats)
+  double std_error = 0;  // standard error of that mean
+  int64_t test_points = 0, centres = 0;
+};
+
+// Chooses sigma from `grid` by the validation points' mean log-likelihood, then reports the test
+// points' mean and standard error with it.
+ParzenResult parzen_evaluate(const torch::Tensor& validation, const torch::Tensor& test, const torch::Tensor& centres,
+                             const std::vector<double>& grid);
+
+struct GaussianFit {
+  torch::Tensor mean;  // [F] float64
+  torch::Tensor cov;   // [F, F] float64, unbiased
+};
+GaussianFit fit_gaussian(const torch::Tensor& features);
+
+// The square root of a symmetric positive semi-definite matrix (eigendecomposition; negative
+// eigenvalues from rounding are taken as 0).
+torch::Tensor sqrtm_psd(const torch::Tensor& a);
+
+// |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)). The trace of the square root is taken as
+// tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)), whose argument is symmetric PSD.
+double frechet_distance(const GaussianFit& a, const GaussianFit& b);
+
+}  // namespace gantry::eval

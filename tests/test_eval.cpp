@@ -1,0 +1,344 @@
+// Tests for eval/: the Parzen estimate and the Fréchet distance against closed forms; samples and
+// interpolations from a real checkpoint (sizes, determinism, endpoints); the holdout split and
+// label files; FID through a TorchScript module made here.
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "comm/communicator.h"
+#include "eval/evaluate.h"
+#include "eval/generator.h"
+#include "eval/metrics.h"
+#include "fixtures.h"
+#include "trainer/checkpoint.h"
+
+using namespace gantry;
+namespace fs = std::filesystem;
+
+namespace {
+
+comm::Runtime* g_runtime = nullptr;
+
+// The closed form for one point and one Gaussian kernel: log N(x; c, sigma^2 I).
+double log_normal(const torch::Tensor& x, const torch::Tensor& c, double sigma) {
+  const double d = static_cast<double>(x.numel());
+  const double r2 = (x.to(torch::kFloat64) - c.to(torch::kFloat64)).pow(2).sum().item<double>();
+  return -r2 / (2 * sigma * sigma) - 0.5 * d * std::log(2 * M_PI * sigma * sigma);
+}
+
+TEST(Parzen, SingleCentreIsTheGaussianDensity) {
+  torch::manual_seed(1);
+  const torch::Tensor points = torch::rand({7, 1, 4, 4}), centre = torch::rand({1, 1, 4, 4});
+  const std::vector<double> sigmas{0.1, 0.3, 1.0};
+  const torch::Tensor ll = eval::parzen_log_likelihoods(points, centre, sigmas, /*batch=*/3);
+  ASSERT_EQ(ll.sizes(), (std::vector<int64_t>{3, 7}));
+  for (size_t s = 0; s < sigmas.size(); ++s)
+    for (int64_t i = 0; i < 7; ++i)
+      EXPECT_NEAR(ll[s][i].item<double>(), log_normal(points[i], centre[0], sigmas[s]), 1e-9);
+}
+
+TEST(Parzen, SamplesThatAreTheTestPointsGiveTheMixtureDensity) {
+  // Centres = the test points: log p(x_i) = log (1/M) sum_j N(x_i; x_j, sigma^2 I), summed here term
+  // by term; with far-apart points only j = i counts: -log M - d/2 log(2 pi sigma^2).
+  torch::manual_seed(2);
+  const torch::Tensor x = torch::rand({5, 10});
+  for (double sigma : {0.05, 0.4}) {
+    const torch::Tensor ll = eval::parzen_log_likelihoods(x, x, {sigma})[0];
+    for (int64_t i = 0; i < 5; ++i) {
+      double sum = 0;
+      for (int64_t j = 0; j < 5; ++j) sum += std::exp(log_normal(x[i], x[j], sigma));
+      EXPECT_NEAR(ll[i].item<double>(), std::log(sum / 5), 1e-9);
+    }
+  }
+  const torch::Tensor far = torch::eye(4) * 100;  // rows 141 apart
+  const torch::Tensor ll = eval::parzen_log_likelihoods(far, far, {1.0})[0];
+  for (int64_t i = 0; i < 4; ++i) EXPECT_NEAR(ll[i].item<double>(), -std::log(4.0) - 2.0 * std::log(2 * M_PI), 1e-12);
+}
+
+TEST(Parzen, ChoosesTheMaximumLikelihoodSigmaOnValidation) {
+  // One centre at 0: the mean validation log-likelihood -r2/(2 s^2) - d/2 log(2 pi s^2) peaks at
+  // s^2 = mean r2 / d. With that s in the grid, it is chosen, and the test mean is the closed form.
+  torch::manual_seed(3);
+  const torch::Tensor valid = torch::randn({50, 8}) * 0.3, test = torch::randn({40, 8}) * 0.3;
+  const torch::Tensor centre = torch::zeros({1, 8});
+  const double best = std::sqrt(valid.to(torch::kFloat64).pow(2).sum(1).mean().item<double>() / 8);
+  const auto r = eval::parzen_evaluate(valid, test, centre, {best * 0.5, best * 0.9, best, best * 1.1, best * 2});
+  EXPECT_DOUBLE_EQ(r.sigma, best);
+  double mean = 0;
+  std::vector<double> each;
+  for (int64_t i = 0; i < 40; ++i) each.push_back(log_normal(test[i], centre[0], best)), mean += each.back() / 40;
+  double var = 0;
+  for (double v : each) var += (v - mean) * (v - mean) / 39;
+  EXPECT_NEAR(r.mean, mean, 1e-9);
+  EXPECT_NEAR(r.std_error, std::sqrt(var / 40), 1e-9);
+  EXPECT_EQ(r.test_points, 40);
+  EXPECT_EQ(r.centres, 1);
+}
+
+TEST(Frechet, IdenticalSetsGiveZero) {
+  torch::manual_seed(4);
+  const torch::Tensor f = torch::randn({200, 16});
+  const auto g = eval::fit_gaussian(f);
+  EXPECT_NEAR(eval::frechet_distance(g, g), 0.0, 1e-9);
+}
+
+TEST(Frechet, FitIsTheSampleMeanAndUnbiasedCovariance) {
+  const torch::Tensor f = torch::tensor({1.0, 2.0, 3.0, 6.0, 5.0, 10.0}, torch::kFloat64).reshape({3, 2});
+  const auto g = eval::fit_gaussian(f);
+  EXPECT_TRUE(torch::equal(g.mean, torch::tensor({3.0, 6.0}, torch::kFloat64)));
+  // deviations (-2,-4), (0,0), (2,4): sum of outer products / 2.
+  EXPECT_TRUE(torch::allclose(g.cov, torch::tensor({4.0, 8.0, 8.0, 16.0}, torch::kFloat64).reshape({2, 2})));
+}
+
+TEST(Frechet, KnownGaussiansGiveTheAnalyticDistance) {
+  // 1-D: (m1 - m2)^2 + (s1 - s2)^2.
+  const eval::GaussianFit a1{torch::tensor({1.0}, torch::kFloat64), torch::tensor({{4.0}}, torch::kFloat64)};
+  const eval::GaussianFit b1{torch::tensor({-2.0}, torch::kFloat64), torch::tensor({{9.0}}, torch::kFloat64)};
+  EXPECT_NEAR(eval::frechet_distance(a1, b1), 9.0 + 1.0, 1e-12);
+  // 2-D, covariances that do not commute: tr sqrt(AB) = sqrt(tr(AB) + 2 sqrt(det A det B)) for 2x2
+  // (the eigenvalues l1, l2 of AB are those of A^1/2 B A^1/2, non-negative).
+  const torch::Tensor A = torch::tensor({2.0, 1.0, 1.0, 2.0}, torch::kFloat64).reshape({2, 2});
+  const torch::Tensor B = torch::tensor({1.0, 0.5, 0.5, 3.0}, torch::kFloat64).reshape({2, 2});
+  const eval::GaussianFit a{torch::tensor({0.0, 1.0}, torch::kFloat64), A};
+  const eval::GaussianFit b{torch::tensor({3.0, -1.0}, torch::kFloat64), B};
+  const double det_a = 3.0, det_b = 2.75, tr_ab = A.matmul(B).trace().item<double>();
+  const double expected = (9.0 + 4.0) + (4.0 + 4.0) - 2 * std::sqrt(tr_ab + 2 * std::sqrt(det_a * det_b));
+  EXPECT_NEAR(eval::frechet_distance(a, b), expected, 1e-10);
+  EXPECT_NEAR(eval::frechet_distance(b, a), expected, 1e-10);
+  const torch::Tensor root = eval::sqrtm_psd(A);
+  EXPECT_TRUE(torch::allclose(root.matmul(root), A, 1e-12, 1e-12));
+}
+
+TEST(Frechet, SamplesOfTwoGaussiansApproachTheAnalyticDistance) {
+  // 20000 draws each of N(0, I) and N(mu, diag(4, 1/4)) in 2-D: FD = |mu|^2 + (1 + 1/4 + 4... ) terms:
+  // tr(I + S - 2 S^1/2) = (1 + 4 - 4) + (1 + 0.25 - 1) = 1.25; |mu|^2 = 1. A loose tolerance: sampling.
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({20000, 2}, torch::kFloat64);
+  const torch::Tensor y = torch::randn({20000, 2}, torch::kFloat64) * torch::tensor({2.0, 0.5}, torch::kFloat64) +
+                          torch::tensor({1.0, 0.0}, torch::kFloat64);
+  EXPECT_NEAR(eval::frechet_distance(eval::fit_gaussian(x), eval::fit_gaussian(y)), 2.25, 0.1);
+}
+
+// A run directory with config.yaml and a real committed checkpoint of an MLP GAN for MNIST shapes.
+struct RunFixture {
+  fs::path run_dir;
+  Config config;
+  std::string checkpoint;
+  GanModels models;
+};
+
+RunFixture make_run(const std::string& name, const std::vector<std::string>& overrides = {}) {
+  RunFixture f;
+  f.run_dir = gantry::testing::fresh_dir(name);
+  std::vector<std::string> all = {"data.name=mnist", "data.path=" + f.run_dir.string(), "model.arch=mlp",
+                                  "model.z_dim=8", "model.mlp.g_hidden=[16]", "model.mlp.d_hidden=[16]",
+                                  "run.dir=" + f.run_dir.string(), "run.seed=3"};
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  f.config = load_config("", all);
+  f.models = make_models(f.config, {1, 28, 28});
+  checkpoint::StateDict state;
+  for (const auto& [prefix, m] : {std::pair{"generator/", f.models.g}, std::pair{"discriminator/", f.models.d}}) {
+    for (const auto& p : m->named_parameters()) state[std::string(prefix) + "param/" + p.key()] = p.value().detach();
+    for (const auto& b : m->named_buffers()) state[std::string(prefix) + "buffer/" + b.key()] = b.value().detach();
+  }
+  std::ofstream(f.run_dir / "config.yaml") << to_yaml(f.config);
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {(f.run_dir / "checkpoints").string(), 3, 0});
+  f.checkpoint = ckpt.save(state, 7, nlohmann::json::object());
+  return f;
+}
+
+std::pair<uint32_t, uint32_t> png_size(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  unsigned char h[24] = {0};
+  in.read(reinterpret_cast<char*>(h), 24);
+  auto be = [&](int o) { return (uint32_t{h[o]} << 24) | (uint32_t{h[o + 1]} << 16) | (uint32_t{h[o + 2]} << 8) | h[o + 3]; };
+  return {be(16), be(20)};  // IHDR width, height
+}
+
+std::string bytes_of(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+TEST(Sample, LoadsTheCheckpointsGenerator) {
+  RunFixture f = make_run("eval-load");
+  eval::TrainedGan gan = eval::load_trained_gan(f.run_dir.string());  // a run directory follows `latest`
+  EXPECT_EQ(gan.step, 7);
+  EXPECT_EQ(fs::path(gan.run_dir), fs::absolute(f.run_dir).lexically_normal());
+  const torch::Tensor z = eval::sample_latents(1, 5, 8);
+  torch::NoGradGuard no_grad;
+  f.models.g->eval();
+  EXPECT_TRUE(torch::equal(eval::generate(gan, z, 2), f.models.generate(z)));
+}
+
+TEST(Sample, GridSizesAndDeterminism) {
+  RunFixture f = make_run("eval-grid");
+  eval::SampleOptions o;
+  o.checkpoint = f.checkpoint;
+  std::ostringstream log;
+  o.out = (f.run_dir / "a.png").string();
+  o.n = 10;  // 4 columns, 3 rows of 28 + 2 pixels, plus a 2-pixel border
+  EXPECT_EQ(eval::run_sample(o, log), 10);
+  EXPECT_EQ(png_size(o.out), (std::pair<uint32_t, uint32_t>{4 * 30 + 2, 3 * 30 + 2}));
+  o.out = (f.run_dir / "b.png").string();
+  eval::run_sample(o, log);
+  EXPECT_EQ(bytes_of(f.run_dir / "a.png"), bytes_of(f.run_dir / "b.png"));
+  o.seed = 1;
+  o.out = (f.run_dir / "c.png").string();
+  eval::run_sample(o, log);
+  EXPECT_NE(bytes_of(f.run_dir / "a.png"), bytes_of(f.run_dir / "c.png"));
+  o.interpolate = true;
+  o.rows = 3;
+  o.cols = 5;
+  o.out = (f.run_dir / "i.png").string();
+  EXPECT_EQ(eval::run_sample(o, log), 15);
+  EXPECT_EQ(png_size(o.out), (std::pair<uint32_t, uint32_t>{5 * 30 + 2, 3 * 30 + 2}));
+  o.cols = 1;
+  EXPECT_THROW(eval::run_sample(o, log), eval::UsageError);
+}
+
+TEST(Sample, InterpolationRowsRunFromGz0ToGz1) {
+  RunFixture f = make_run("eval-interp");
+  eval::TrainedGan gan = eval::load_trained_gan(f.checkpoint);
+  const int64_t rows = 3, cols = 6;
+  const torch::Tensor z = eval::interpolation_latents(4, rows, cols, 8);
+  const torch::Tensor images = eval::generate(gan, z);
+  // The same endpoints again, drawn alone: the rows' first and last latents.
+  const torch::Tensor again = eval::interpolation_latents(4, rows, 2, 8);
+  for (int64_t r = 0; r < rows; ++r) {
+    const torch::Tensor z0 = again[r * 2], z1 = again[r * 2 + 1];
+    EXPECT_FALSE(torch::equal(z0, z1));
+    EXPECT_TRUE(torch::equal(z[r * cols], z0));
+    EXPECT_TRUE(torch::equal(z[r * cols + cols - 1], z1));
+    EXPECT_TRUE(torch::allclose(images[r * cols], eval::generate(gan, z0.unsqueeze(0))[0], 1e-6, 1e-6));
+    EXPECT_TRUE(torch::allclose(images[r * cols + cols - 1], eval::generate(gan, z1.unsqueeze(0))[0], 1e-6, 1e-6));
+    // Linear in between: the middle of 6 columns is not a column, but column 2 is 2/5 of the way.
+    EXPECT_TRUE(torch::allclose(z[r * cols + 2], z0 * 0.6 + z1 * 0.4, 1e-6, 1e-6));
+  }
+}
+
+TEST(Sample, ACheckpointOfAnotherModelIsAClearError) {
+  RunFixture f = make_run("eval-mismatch");
+  Config other = f.config;
+  other.model.mlp.g_hidden = {32};
+  std::ofstream(f.run_dir / "config.yaml") << to_yaml(other);
+  try {
+    eval::load_trained_gan(f.checkpoint);
+    FAIL() << "expected a CheckpointError";
+  } catch (const checkpoint::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("generator/param/net.0.weight"), std::string::npos) << e.what();
+  }
+}
+
+// IDX images and labels for a fake MNIST in `dir`: n records with labels i % 10.
+void write_mnist(const fs::path& dir, const std::string& stem, uint32_t n) {
+  gantry::testing::write_bytes(dir / (stem + "-images-idx3-ubyte"), gantry::testing::idx_bytes(0x803, n, 28, 28));
+  std::vector<uint8_t> labels = gantry::testing::idx_bytes(0x801, 0, 0, 0);
+  labels.resize(8);
+  for (int s = 24, k = 4; s >= 0; s -= 8, ++k) labels[k] = static_cast<uint8_t>(n >> s);
+  for (uint32_t i = 0; i < n; ++i) labels.push_back(static_cast<uint8_t>(i % 10));
+  gantry::testing::write_bytes(dir / (stem + "-labels-idx1-ubyte.gz"), labels, /*gzip=*/true);
+}
+
+TEST(EvalData, HoldoutSplitsTheRecordsAndTheLabels) {
+  const fs::path dir = gantry::testing::fresh_dir("eval-holdout");
+  write_mnist(dir, "t10k", 50);
+  datasets::DatasetSpec spec{"mnist", dir.string(), "test"};
+  spec.holdout = 20;
+  const auto train = datasets::open_dataset(spec);
+  ASSERT_EQ(train->size(), 30);
+  Config config = load_config("", {"data.name=mnist", "data.path=" + dir.string(), "data.split=test", "data.holdout=20"});
+  const eval::EvalData d = eval::open_eval_data(config, "");
+  ASSERT_EQ(d.train->size(), 30);
+  ASSERT_EQ(d.test->size(), 20);
+  EXPECT_EQ(d.test_begin, 30);
+  // Record 30 of the file is record 0 of the held-out set.
+  const torch::Tensor first = eval::read_records(*d.test, 0, 1);
+  EXPECT_FLOAT_EQ(first[0][0][0][1].item<float>(), gantry::testing::idx_pixel(30, 1) * (2.0f / 255.0f) - 1.0f);
+  const auto labels = datasets::read_labels(spec);
+  ASSERT_EQ(labels.size(), 50u);
+  EXPECT_EQ(labels[37], 7);
+  spec.holdout = 50;
+  EXPECT_THROW(datasets::open_dataset(spec), datasets::DataError);
+}
+
+TEST(Fid, ATorchScriptFeatureModuleGivesTheFrechetDistanceOfItsFeatures) {
+  // A tiny "Inception": the per-channel means of its input, written here as TorchScript.
+  RunFixture f = make_run("eval-fid", {"data.split=test", "data.holdout=40"});
+  write_mnist(f.run_dir, "t10k", 100);
+  torch::jit::Module m("TinyInception");
+  m.define("def forward(self, x):\n  return x.mean(dim=[2, 3])\n");
+  const std::string file = (f.run_dir / "tiny.pt").string();
+  m.save(file);
+  eval::EvalOptions o;
+  o.checkpoint = f.checkpoint;
+  o.metric = "fid";
+  o.inception = file;
+  o.samples = 64;
+  std::ostringstream log;
+  const nlohmann::json r = eval::run_eval(o, log);
+  // The features by hand: every channel is the grey image's mean in [0, 1].
+  eval::TrainedGan gan = eval::load_trained_gan(f.checkpoint);
+  auto feats = [](const torch::Tensor& x) { return ((x + 1) * 0.5).mean({2, 3}).expand({-1, 3}); };
+  const eval::EvalData d = eval::open_eval_data(gan.config, "");
+  const double expected = eval::frechet_distance(
+      eval::fit_gaussian(feats(eval::generate(gan, eval::sample_latents(0, 64, 8)))),
+      eval::fit_gaussian(feats(eval::read_records(*d.test, 0, 40))));
+  EXPECT_NEAR(r["fid"].get<double>(), expected, 1e-6 * std::max(1.0, expected));
+  EXPECT_EQ(r["test_records"].get<int64_t>(), 40);
+  std::ifstream jsonl(f.run_dir / "eval.jsonl");
+  std::string line;
+  std::getline(jsonl, line);
+  EXPECT_EQ(nlohmann::json::parse(line)["metric"], "fid");
+}
+
+TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
+  RunFixture f = make_run("eval-frechet", {"data.split=test", "data.holdout=40"});
+  write_mnist(f.run_dir, "t10k", 100);
+  eval::EvalOptions o;
+  o.checkpoint = f.checkpoint;
+  o.metric = "frechet";
+  o.samples = 50;
+  o.classifier_epochs = 1;
+  std::ostringstream log;
+  const nlohmann::json first = eval::run_eval(o, log);
+  const std::string cache = first["classifier"];
+  EXPECT_EQ(fs::path(cache).parent_path(), fs::absolute(f.run_dir));  // next to the (writable) data
+  ASSERT_TRUE(fs::exists(cache));
+  EXPECT_NE(log.str().find("(trained now)"), std::string::npos) << log.str();
+  const nlohmann::json second = eval::run_eval(o, log);
+  EXPECT_NE(log.str().find("(cached)"), std::string::npos) << log.str();
+  // The cached classifier is the same network: same accuracy, same distances.
+  EXPECT_EQ(first["classifier_accuracy"], second["classifier_accuracy"]);
+  EXPECT_DOUBLE_EQ(first["frechet_distance"].get<double>(), second["frechet_distance"].get<double>());
+  EXPECT_GT(first["frechet_distance_floor"].get<double>(), 0.0);
+  EXPECT_EQ(first["real_records"].get<int64_t>(), 50);
+}
+
+TEST(Parzen, TheCommandReportsTheRunsHeldOutRecords) {
+  RunFixture f = make_run("eval-parzen", {"data.split=test", "data.holdout=40"});
+  write_mnist(f.run_dir, "t10k", 100);
+  eval::EvalOptions o;
+  o.checkpoint = f.checkpoint;
+  o.metric = "parzen";
+  o.samples = 60;
+  std::ostringstream log;
+  const nlohmann::json r = eval::run_eval(o, log);
+  EXPECT_EQ(r["validation_records"].get<int64_t>(), 20);
+  EXPECT_EQ(r["test_records"].get<int64_t>(), 20);
+  EXPECT_EQ(r["real_records"].get<int64_t>(), 60);
+  EXPECT_TRUE(std::isfinite(r["parzen_ll"].get<double>()));
+  EXPECT_NE(log.str().find("parzen log-likelihood: "), std::string::npos) << log.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  comm::Runtime runtime(&argc, &argv);
+  g_runtime = &runtime;
+  return RUN_ALL_TESTS();
+}
