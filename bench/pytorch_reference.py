@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""The reference for bench/compare.sh: gantry's GAN training step in Python PyTorch eager.
+
+Same architectures as trainer/models.cpp (the MLP GAN and the 28x28 DCGAN), the same
+non-saturating loss written with softplus as trainer/losses.cpp, the same update order as
+trainer/gan_step.cpp (D on real and detached fakes, then G through a frozen D), Adam with the
+same hyper-parameters, real Fashion-MNIST batches read from the Debian package's IDX file, and the
+same intra-op thread count. Prints one JSON line: images per second over the timed steps, and
+for the DCGAN the step's FLOP count (derived below) with the CPU's measured matmul GFLOP/s.
+
+Debian's python3-torch is the same LibTorch (1.13) that gantry links, so the difference is the
+framework around the kernels.
+
+    /usr/bin/python3 bench/pytorch_reference.py --arch mlp --batch 64 --threads 1 --steps 150
+"""
+import argparse
+import gzip
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def load_images(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    n, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
+    pixels = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, 1, rows, cols)
+    return torch.from_numpy(pixels.copy())
+
+
+def mlp(z_dim, width_out):
+    g = nn.Sequential(nn.Linear(z_dim, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2),
+                      nn.Linear(512, width_out), nn.Tanh())
+    d = nn.Sequential(nn.Flatten(), nn.Linear(width_out, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
+                      nn.LeakyReLU(0.2), nn.Linear(256, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1))
+    return g, d
+
+
+def dcgan(z_dim, w):
+    g = nn.Sequential(nn.ConvTranspose2d(z_dim, 4 * w, 7, 1, 0, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(True),
+                      nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(True),
+                      nn.ConvTranspose2d(2 * w, 1, 4, 2, 1, bias=False), nn.Tanh())
+    d = nn.Sequential(nn.Conv2d(1, w, 4, 2, 1), nn.LeakyReLU(0.2, True),
+                      nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, True),
+                      nn.Conv2d(2 * w, 1, 7, 1, 0))
+    for m in list(g.modules()) + list(d.modules()):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return g, d
+
+
+def dcgan_step_flops(z_dim, w):
+    """Multiply-adds x 2 of one image through one D update and one G update.
+
+    Forward FLOPs per image: conv = 2 Cout Hout Wout Cin K^2, transposed conv = 2 Cin Hin Win Cout K^2
+    (BatchNorm, activations and the loss are O(activations) and left out). Backward of a layer costs
+    2x its forward (input gradient + weight gradient), 1x when only the input gradient is needed.
+    D update: G forward on z (no grad), D forward on real and fake, D backward on both: G + 2D + 4D.
+    G update: G forward, D forward, D backward for its input only (D is frozen), G backward:
+    G + D + D + 2G. Total per image: 8 D + 4 G forwards.
+    """
+    g = (2 * z_dim * 1 * 1 * 4 * w * 7 * 7 +             # z (1x1) -> 4w x 7x7
+         2 * 4 * w * 7 * 7 * 2 * w * 4 * 4 +             # -> 2w x 14x14
+         2 * 2 * w * 14 * 14 * 1 * 4 * 4)                 # -> 1 x 28x28
+    d = (2 * w * 14 * 14 * 1 * 4 * 4 +                    # 1 x 28x28 -> w x 14x14
+         2 * 2 * w * 7 * 7 * w * 4 * 4 +                  # -> 2w x 7x7
+         2 * 1 * 1 * 1 * 2 * w * 7 * 7)                   # -> 1 x 1x1
+    return 8 * d + 4 * g
+
+
+def matmul_gflops(threads):
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        torch.mm(a, b)
+    n, t0 = 20, time.perf_counter()
+    for _ in range(n):
+        torch.mm(a, b)
+    return 2 * 1024 ** 3 * n / (time.perf_counter() - t0) / 1e9
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--arch", choices=["mlp", "dcgan"], required=True)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--width", type=int, default=32, help="DCGAN g_width = d_width")
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    z_dim = 100
+    images = load_images(args.data)
+    g, d = mlp(z_dim, 784) if args.arch == "mlp" else dcgan(z_dim, args.width)
+    if args.arch == "mlp":
+        generate = lambda z: g(z).view(-1, 1, 28, 28)
+    else:
+        generate = lambda z: g(z.view(-1, z_dim, 1, 1))
+    discriminate = lambda x: d(x).view(-1)
+    g_opt = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    order = torch.randperm(images.shape[0])
+    b = args.batch
+
+    t0 = time.perf_counter()
+    for step in range(args.steps):
+        idx = order[(step * b) % (images.shape[0] - b):][:b]
+        real = images[idx].float().div_(127.5).sub_(1)
+        # D update: real and detached fakes.
+        z = torch.randn(b, z_dim)
+        with torch.no_grad():
+            fake = generate(z)
+        d_opt.zero_grad()
+        d_loss = F.softplus(-discriminate(real)).mean() + F.softplus(discriminate(fake)).mean()
+        d_loss.backward()
+        d_opt.step()
+        # G update through a frozen D.
+        for q in d.parameters():
+            q.requires_grad_(False)
+        g_opt.zero_grad()
+        g_loss = F.softplus(-discriminate(generate(torch.randn(b, z_dim)))).mean()
+        g_loss.backward()
+        g_opt.step()
+        for q in d.parameters():
+            q.requires_grad_(True)
+    seconds = time.perf_counter() - t0
+    out = {"arch": args.arch, "batch": b, "threads": args.threads, "steps": args.steps, "seconds": seconds,
+           "img_per_s": args.steps * b / seconds, "torch": torch.__version__,
+           "final_losses": [float(d_loss), float(g_loss)]}
+    if args.arch == "dcgan":
+        out["step_gflop_per_image"] = dcgan_step_flops(z_dim, args.width) / 1e9
+        out["matmul_gflops"] = matmul_gflops(args.threads)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
