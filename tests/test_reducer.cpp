@@ -202,6 +202,7 @@ TEST(Reducer, WganGpDoubleBackwardIsReducedOncePerUpdate) {
   CountingCommunicator comm;
   if (comm.world_size() == 1) GTEST_SKIP() << "one rank reduces nothing";
   Config c = small_dcgan("wgan-gp");
+  c.comm.overlap = "true";
   c.comm.bucket_mb = 1e-9;  // every parameter a bucket of its own: one launch per parameter
   c.comm.first_bucket_mb = 1e-9;
   GanStep step(make_models(c, {1, 28, 28}), c, comm);
@@ -228,7 +229,7 @@ TEST(Reducer, OverlapOnAndOffGiveBitIdenticalParameters) {
   const int r = comm->rank();
   auto train = [&](bool overlap) {
     Config c = small_dcgan("non-saturating");
-    c.comm.overlap = overlap;
+    c.comm.overlap = overlap ? "true" : "false";
     c.comm.bucket_mb = 0.002;
     c.comm.first_bucket_mb = 0.0005;
     GanStep step(make_models(c, {1, 28, 28}), c, *comm);  // same seed: same initial models

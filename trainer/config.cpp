@@ -189,7 +189,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("comm.backend", comm.backend, one_of({"auto", "mpi", "nccl"})),
       GANTRY_FIELD("comm.bucket_mb", comm.bucket_mb, positive()),
       GANTRY_FIELD("comm.first_bucket_mb", comm.first_bucket_mb, positive()),
-      GANTRY_FIELD("comm.overlap", comm.overlap),
+      GANTRY_FIELD("comm.overlap", comm.overlap, one_of({"auto", "true", "false"})),
       GANTRY_FIELD("comm.grad_dtype", comm.grad_dtype, one_of({"fp32", "bf16", "fp16"})),
       GANTRY_FIELD("comm.timeout_s", comm.timeout_s, at_least(0.0)),
       GANTRY_FIELD("monitoring.port", monitoring.port,

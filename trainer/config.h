@@ -85,7 +85,8 @@ struct CommConfig {
   std::string backend = "auto";      // auto | mpi | nccl (auto: NCCL when the models are on CUDA)
   double bucket_mb = 25;             // gradient bucket size, as DDP's bucket_cap_mb
   double first_bucket_mb = 1;        // the first bucket (the last layers), so communication starts early
-  bool overlap = true;               // all-reduce buckets during backward; false: one after backward
+  std::string overlap = "auto";      // true: all-reduce buckets during backward; false: one after it;
+                                     // auto: true with NCCL, false with MPI (CPU copies compete with backward)
   std::string grad_dtype = "fp32";   // fp32 | bf16 | fp16: the dtype gradients travel in
   double timeout_s = 600;            // a collective blocked this long aborts the job (0: never)
 };

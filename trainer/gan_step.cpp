@@ -102,11 +102,14 @@ std::unique_ptr<torch::optim::Adam> make_adam(const torch::nn::Module& m, const 
       m.parameters(), torch::optim::AdamOptions(c.lr).betas(std::make_tuple(c.beta1, c.beta2)));
 }
 
-comm::ReducerOptions reducer_options(const CommConfig& c) {
+// comm.overlap auto: overlap where something other than the ranks' own cores moves the data
+// (NCCL); with MPI on the CPU, the copies would run on the core backward is using
+// (bench/RESULTS.md: the MLP scaled 67 % with overlap and 100 % without at 2 ranks).
+comm::ReducerOptions reducer_options(const CommConfig& c, const comm::Communicator& comm) {
   comm::ReducerOptions o;
   o.bucket_bytes = static_cast<int64_t>(c.bucket_mb * (1 << 20));
   o.first_bucket_bytes = static_cast<int64_t>(c.first_bucket_mb * (1 << 20));
-  o.overlap = c.overlap;
+  o.overlap = c.overlap == "true" || (c.overlap == "auto" && comm.backend_name() == "nccl");
   o.wire_dtype = c.grad_dtype == "bf16" ? torch::kBFloat16 : c.grad_dtype == "fp16" ? torch::kHalf : torch::kFloat32;
   return o;
 }
@@ -120,7 +123,7 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
       comm_(comm) {
   g_opt_ = make_adam(*models_.g, config.optim.g);
   d_opt_ = make_adam(*models_.d, config.optim.d);
-  const comm::ReducerOptions reducer = reducer_options(config.comm);
+  const comm::ReducerOptions reducer = reducer_options(config.comm, comm);
   g_reducer_ = comm::make_reducer(comm, models_.g->parameters(), reducer);
   d_reducer_ = comm::make_reducer(comm, models_.d->parameters(), reducer);
   for (const auto* m : {models_.g.get(), models_.d.get()})
