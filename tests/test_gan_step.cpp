@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include "tests/small_models.h"
 #include "trainer/gan_step.h"
 #include "trainer/latent.h"
 
@@ -30,13 +31,7 @@ class GanStepLoss : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GanStepLoss, EachUpdateMovesOnlyItsNetwork) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
-  Config c;
-  c.data.name = "fashion-mnist";
-  c.model.arch = "dcgan";
-  c.model.z_dim = 8;
-  c.model.dcgan.g_width = 4;
-  c.model.dcgan.d_width = 4;
-  c.train.loss = GetParam();
+  const Config c = gantry::testing::small_dcgan_config(GetParam());
   GanStep step(make_models(c, {1, 28, 28}), c, *comm);
   const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
   const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
@@ -98,12 +93,7 @@ TEST(GanStep, WganGpReportsThePenalisedLoss) {
 // update is applied again.
 TEST(GanStep, NonFiniteUpdatesAreSkippedWithoutATrace) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
-  Config c;
-  c.data.name = "fashion-mnist";
-  c.model.arch = "dcgan";
-  c.model.z_dim = 8;
-  c.model.dcgan.g_width = 4;
-  c.model.dcgan.d_width = 4;
+  const Config c = gantry::testing::small_dcgan_config();
   GanStep step(make_models(c, {1, 28, 28}), c, *comm);
   const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
   const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);

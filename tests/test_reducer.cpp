@@ -9,6 +9,7 @@
 
 #include "comm/communicator.h"
 #include "comm/reducer.h"
+#include "tests/small_models.h"
 #include "trainer/gan_step.h"
 #include "trainer/latent.h"
 
@@ -187,21 +188,11 @@ TEST(Reducer, MismatchedParameterListsAreAClearErrorNotAHang) {
   }
 }
 
-Config small_dcgan(const std::string& loss) {
-  Config c;
-  c.data.name = "fashion-mnist";
-  c.model.arch = "dcgan";
-  c.model.z_dim = 8;
-  c.model.dcgan.g_width = 4;
-  c.model.dcgan.d_width = 4;
-  c.train.loss = loss;
-  return c;
-}
 
 TEST(Reducer, WganGpDoubleBackwardIsReducedOncePerUpdate) {
   CountingCommunicator comm;
   if (comm.world_size() == 1) GTEST_SKIP() << "one rank reduces nothing";
-  Config c = small_dcgan("wgan-gp");
+  Config c = gantry::testing::small_dcgan_config("wgan-gp");
   c.comm.overlap = "true";
   c.comm.bucket_mb = 1e-9;  // every parameter a bucket of its own: one launch per parameter
   c.comm.first_bucket_mb = 1e-9;
@@ -228,7 +219,7 @@ TEST(Reducer, OverlapOnAndOffGiveBitIdenticalParameters) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
   const int r = comm->rank();
   auto train = [&](bool overlap) {
-    Config c = small_dcgan("non-saturating");
+    Config c = gantry::testing::small_dcgan_config("non-saturating");
     c.comm.overlap = overlap ? "true" : "false";
     c.comm.bucket_mb = 0.002;
     c.comm.first_bucket_mb = 0.0005;
