@@ -100,9 +100,9 @@ for damage in truncate flip no-manifest; do
   cp -r "$work/mlp-A" "$dir"
   ckpt="$dir/checkpoints/step-00000020"
   case $damage in
-    truncate) truncate -s -100 "$ckpt/shard-00001-of-00002.pt"; names="shard-00001-of-00002.pt" ;;
+    truncate) truncate -s -100 "$ckpt/shard-00001-of-00002.safetensors"; names="shard-00001-of-00002.safetensors" ;;
     flip) python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(2000); b=f.read(1); f.seek(2000); f.write(bytes([b[0]^0xff]))' \
-            "$ckpt/shard-00000-of-00002.pt"; names="shard-00000-of-00002.pt" ;;
+            "$ckpt/shard-00000-of-00002.safetensors"; names="shard-00000-of-00002.safetensors" ;;
     no-manifest) rm "$ckpt/manifest.json"; names="manifest.json" ;;
   esac
   "$gantry" inspect "$ckpt" > /dev/null 2> "$dir.inspect"
@@ -129,12 +129,42 @@ run 2 "$work/mlp-A" --set model.arch=mlp --set train.steps=20 > "$work/overwrite
 check "a fresh run refuses a run.dir with checkpoints" \
   bash -c "[ $? -ne 0 ] && grep -q 'already holds checkpoints' '$work/overwrite.out'"
 
-# ---- Python's torch.load reads a shard as a plain dict of tensors -------------------------------
-check "python3 torch.load reads a shard as a dict" /usr/bin/python3 -c '
-import sys, torch
-d = torch.load(sys.argv[1])
-assert isinstance(d, dict) and d and all(torch.is_tensor(v) for v in d.values()), type(d)
-' "$work/mlp-A/checkpoints/step-00000020/shard-00000-of-00002.pt"
+# ---- a tampered manifest: a shard outside the checkpoint, an old format -------------------------
+tamper="$work/tamper/checkpoints/step-00000020"
+mkdir -p "$work/tamper/checkpoints" && cp -r "$work/mlp-A/checkpoints/step-00000020" "$tamper"
+python3 - "$tamper/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["shards"][0]["file"] = "../../../../etc/passwd"
+json.dump(m, open(sys.argv[1], "w"))
+PY
+"$gantry" inspect "$tamper" > /dev/null 2> "$work/tamper.inspect"
+check "a manifest naming ../../etc/passwd is refused, naming the field" \
+  grep -q "manifest.json: shards\[0\].file: .* is not a file name inside the checkpoint directory" "$work/tamper.inspect"
+sed -i 's#gantry-checkpoint/2#gantry-checkpoint/1#' "$tamper/manifest.json"
+"$gantry" inspect "$tamper" > /dev/null 2> "$work/tamper-format.inspect"
+check "a format/1 manifest is named as another gantry version's" \
+  grep -q "it is gantry-checkpoint/1, written by another gantry version" "$work/tamper-format.inspect"
+
+# ---- Python reads a shard (safetensors: JSON header + raw bytes) with the manifest's checksums ---
+check "python3 reads a shard as safetensors, every tensor matching the manifest" /usr/bin/python3 - \
+  "$work/mlp-A/checkpoints/step-00000020" <<'PY'
+import json, struct, sys, torch
+dtypes = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
+ckpt = sys.argv[1]
+manifest = json.load(open(ckpt + "/manifest.json"))
+for s, shard in enumerate(manifest["shards"]):
+    data = open(ckpt + "/" + shard["file"], "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        t = torch.frombuffer(bytearray(data[8 + n + b:8 + n + end]), dtype=dtypes[e["dtype"]]).reshape(e["shape"])
+        m = manifest["tensors"][name]
+        assert m["shard"] == s and m["shape"] == list(t.shape) and m["dtype"] == e["dtype"], name
+PY
 
 # ---- preemption: SIGUSR1 to mpirun, or SIGTERM to one rank: checkpoint, exit 0, resume ----------
 for how in usr1-mpirun term-rank; do

@@ -21,53 +21,32 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kFormat = "gantry-checkpoint/1";
+using Piece = std::pair<const void*, size_t>;
 
-std::string hex64(uint64_t v) {
-  char s[17];
-  std::snprintf(s, sizeof s, "%016llx", static_cast<unsigned long long>(v));
-  return s;
-}
-
-uint64_t tensor_hash(const torch::Tensor& t) {
-  const torch::Tensor c = t.contiguous();
-  return XXH3_64bits(c.data_ptr(), c.numel() * c.element_size());
-}
-
-std::string dtype_name(torch::ScalarType type) { return c10::toString(type); }
-
-torch::ScalarType parse_dtype(const std::string& name) {
-  for (auto type : {torch::kFloat32, torch::kFloat64, torch::kFloat16, torch::kBFloat16, torch::kInt64,
-                    torch::kInt32, torch::kUInt8, torch::kInt8, torch::kBool})
-    if (dtype_name(type) == name) return type;
-  throw CheckpointError("unknown dtype '" + name + "'");
-}
-
-std::string shard_name(int shard, int shards) {
-  char s[64];
-  std::snprintf(s, sizeof s, "shard-%05d-of-%05d.pt", shard, shards);
-  return s;
-}
-
-void write_durable(const fs::path& path, const void* data, size_t size) {
+// Writes the pieces back to back into `path` and fsyncs it.
+void write_durable(const fs::path& path, const std::vector<Piece>& pieces) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw CheckpointError("cannot create " + path.string() + ": " + std::strerror(errno));
-  const char* p = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      throw CheckpointError("cannot write " + path.string() + ": " + why);
+  for (const auto& [data, size] : pieces) {
+    const char* p = static_cast<const char*>(data);
+    size_t left = size;
+    while (left > 0) {
+      const ssize_t n = ::write(fd, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const std::string why = std::strerror(errno);
+        ::close(fd);
+        throw CheckpointError("cannot write " + path.string() + ": " + why);
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
     }
-    p += n;
-    left -= static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0)
     throw CheckpointError("cannot flush " + path.string() + ": " + std::strerror(errno));
 }
+
+void write_durable(const fs::path& path, const std::string& text) { write_durable(path, {{text.data(), text.size()}}); }
 
 void fsync_dir(const fs::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -121,53 +100,27 @@ std::vector<std::vector<std::string>> partition(const StateDict& state, int worl
   return plan;
 }
 
-json read_manifest(const fs::path& dir) {
+Manifest read_manifest(const fs::path& dir) {
   const fs::path file = dir / "manifest.json";
   if (!fs::exists(file)) throw CheckpointError(file.string() + ": missing (the checkpoint was never committed)");
   const std::vector<char> bytes = read_all(file);
-  json m;
-  try {
-    m = json::parse(bytes.begin(), bytes.end());
-  } catch (const json::exception& e) {
-    throw CheckpointError(file.string() + ": not valid JSON: " + e.what());
-  }
-  if (!m.is_object() || m.value("format", "") != kFormat || !m.contains("shards") || !m.contains("tensors"))
-    throw CheckpointError(file.string() + ": not a " + std::string(kFormat) + " manifest");
-  return m;
+  return parse_manifest(std::string_view(bytes.data(), bytes.size()), file.string());
 }
 
 // Reads, verifies and returns the tensors of the given shards.
-StateDict read_shards(const fs::path& dir, const json& manifest, const std::vector<int>& shards) {
+StateDict read_shards(const fs::path& dir, const Manifest& manifest, const std::vector<int>& shards) {
   StateDict out;
   for (int s : shards) {
-    const json& info = manifest["shards"].at(static_cast<size_t>(s));
-    const fs::path file = dir / info["file"].get<std::string>();
+    const ShardEntry& info = manifest.shards.at(static_cast<size_t>(s));
+    const fs::path file = dir / info.file;
     const std::vector<char> bytes = read_all(file);
-    if (bytes.size() != info["bytes"].get<size_t>())
+    if (bytes.size() != info.bytes)
       throw CheckpointError(file.string() + ": " + std::to_string(bytes.size()) + " bytes, the manifest says " +
-                            std::to_string(info["bytes"].get<size_t>()) + " (truncated?)");
-    if (hex64(XXH3_64bits(bytes.data(), bytes.size())) != info["xxh3"].get<std::string>())
+                            std::to_string(info.bytes) + " (truncated?)");
+    if (hex64(XXH3_64bits(bytes.data(), bytes.size())) != info.xxh3)
       throw CheckpointError(file.string() + ": checksum mismatch (the file is corrupt)");
-    c10::IValue loaded;
-    try {
-      loaded = torch::pickle_load(bytes);
-    } catch (const std::exception& e) {
-      throw CheckpointError(file.string() + ": cannot unpickle: " + e.what());
-    }
-    if (!loaded.isGenericDict()) throw CheckpointError(file.string() + ": not a dict of tensors");
-    const auto dict = loaded.toGenericDict();
-    for (const auto& [name, t] : manifest["tensors"].items()) {
-      if (t["shard"].get<int>() != s) continue;
-      const auto it = dict.find(t["key"].get<std::string>());
-      if (it == dict.end()) throw CheckpointError(file.string() + ": tensor " + name + " is missing");
-      const torch::Tensor tensor = it->value().toTensor();
-      if (dtype_name(tensor.scalar_type()) != t["dtype"].get<std::string>() ||
-          tensor.sizes().vec() != t["shape"].get<std::vector<int64_t>>())
-        throw CheckpointError(file.string() + ": tensor " + name + " has the wrong dtype or shape");
-      if (hex64(tensor_hash(tensor)) != t["xxh3"].get<std::string>())
-        throw CheckpointError(file.string() + ": tensor " + name + ": checksum mismatch");
-      out[name] = tensor;
-    }
+    auto tensors = parse_safetensors(std::string_view(bytes.data(), bytes.size()), file.string());
+    out.merge(match_shard(manifest, s, std::move(tensors), file.string()));
   }
   return out;
 }
@@ -205,10 +158,21 @@ std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir) {
   return out;
 }
 
+std::string read_latest(const std::string& checkpoints_dir) {
+  const fs::path file = fs::path(checkpoints_dir) / "latest";
+  std::ifstream in(file);
+  std::string name;
+  if (!(in >> name)) throw CheckpointError(file.string() + ": missing or empty");
+  // Only ever a step-NNNNNNNN sibling: `latest` never points out of the checkpoints folder.
+  if (name.size() != 13 || name.rfind("step-", 0) != 0 || name.find_first_not_of("0123456789", 5) != std::string::npos)
+    throw CheckpointError(file.string() + ": '" + name.substr(0, 64) + "' is not a step-NNNNNNNN checkpoint name");
+  return (fs::path(checkpoints_dir) / name).string();
+}
+
 std::string digest(const StateDict& state) {
   std::string text;
   for (const auto& [name, t] : state) {
-    text += name + '|' + dtype_name(t.scalar_type()) + '|';
+    text += name + '|' + c10::toString(t.scalar_type()) + '|';
     for (auto d : t.sizes()) text += std::to_string(d) + ',';
     text += '|' + hex64(tensor_hash(t.cpu())) + '\n';
   }
@@ -216,11 +180,10 @@ std::string digest(const StateDict& state) {
 }
 
 Loaded read_checkpoint(const std::string& dir) {
-  Loaded out{dir, {}, read_manifest(dir)};
-  std::vector<int> all(out.manifest["shards"].size());
+  const Manifest manifest = read_manifest(dir);
+  std::vector<int> all(manifest.shards.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-  out.state = read_shards(dir, out.manifest, all);
-  return out;
+  return {dir, read_shards(dir, manifest, all), manifest.json};
 }
 
 Checkpointer::Checkpointer(comm::Communicator& comm, Options options) : comm_(comm), options_(std::move(options)) {}
@@ -275,23 +238,36 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
   json report;
   try {
     fs::create_directories(tmp_dir);
-    const std::vector<std::string> mine = partition(state, world)[rank];
-    c10::Dict<std::string, torch::Tensor> dict;
+    std::vector<std::pair<std::string, torch::Tensor>> mine;
     json tensors = json::object();
-    for (const auto& name : mine) {
+    const auto plan = partition(state, world);
+    for (const auto& name : plan[rank]) {
       const torch::Tensor t = state.at(name).detach().cpu().contiguous();
-      dict.insert(name, t);
-      tensors[name] = {{"shard", rank}, {"key", name}, {"dtype", dtype_name(t.scalar_type())},
+      mine.emplace_back(name, t);
+      tensors[name] = {{"shard", rank}, {"dtype", dtype_tag(t.scalar_type())},
                        {"shape", t.sizes().vec()}, {"xxh3", hex64(tensor_hash(t))}};
     }
-    const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
-    const std::string file = shard_name(rank, world);
+    // The header, then each tensor's bytes straight from the tensor: no serialized copy.
+    const std::string header = safetensors_header(mine);
+    std::vector<Piece> pieces{{header.data(), header.size()}};
+    XXH3_state_t* hash = XXH3_createState();
+    XXH3_64bits_reset(hash);
+    XXH3_64bits_update(hash, header.data(), header.size());
+    uint64_t bytes = header.size();
+    for (const auto& [name, t] : mine) {
+      const size_t n = t.numel() * t.element_size();
+      pieces.emplace_back(t.data_ptr(), n);
+      XXH3_64bits_update(hash, t.data_ptr(), n);
+      bytes += n;
+    }
+    const std::string checksum = hex64(XXH3_64bits_digest(hash));
+    XXH3_freeState(hash);
+    const std::string file = shard_file_name(rank, world);
     if (fault_requested("enospc", rank, step))  // a full disk, as write(2) reports it
       throw CheckpointError("cannot write " + (tmp_dir / file).string() + ": " + std::strerror(ENOSPC) +
                             " (GANTRY_CHECKPOINT_FAULT)");
-    write_durable(tmp_dir / file, bytes.data(), bytes.size());
-    report = {{"file", file}, {"bytes", bytes.size()}, {"xxh3", hex64(XXH3_64bits(bytes.data(), bytes.size()))},
-              {"tensors", tensors}};
+    write_durable(tmp_dir / file, pieces);
+    report = {{"file", file}, {"bytes", bytes}, {"xxh3", checksum}, {"tensors", tensors}};
     maybe_fault("after_shard", rank, step);
   } catch (const std::exception& e) {
     report = {{"error", e.what()}};
@@ -326,8 +302,7 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
         for (const auto& [name, t] : j["tensors"].items()) manifest["tensors"][name] = t;
       }
       maybe_fault("before_manifest", rank, step);
-      const std::string text = manifest.dump(1) + "\n";
-      write_durable(tmp_dir / "manifest.json", text.data(), text.size());
+      write_durable(tmp_dir / "manifest.json", manifest.dump(1) + "\n");
       fsync_dir(tmp_dir);
       maybe_fault("before_rename", rank, step);
       // A step-N already there failed verification (or a resume went back past it): replace it.
@@ -337,8 +312,7 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       fsync_dir(root);
       fs::remove_all(replaced);
       maybe_fault("before_latest", rank, step);
-      const std::string latest = step_dir_name(step) + "\n";
-      write_durable(root / "latest.tmp", latest.data(), latest.size());
+      write_durable(root / "latest.tmp", step_dir_name(step) + "\n");
       fs::rename(root / "latest.tmp", root / "latest");
       fsync_dir(root);
       apply_retention();
@@ -364,13 +338,13 @@ void Checkpointer::apply_retention() {
 
 Loaded Checkpointer::load_one(const std::string& dir) {
   const int rank = comm_.rank(), world = comm_.world_size();
-  json manifest;
+  Manifest manifest;
   StateDict mine;
   std::string error;
   try {
     manifest = read_manifest(dir);
     std::vector<int> shards;  // this rank reads files rank, rank + world, ...
-    for (int s = rank; s < static_cast<int>(manifest["shards"].size()); s += world) shards.push_back(s);
+    for (int s = rank; s < static_cast<int>(manifest.shards.size()); s += world) shards.push_back(s);
     mine = read_shards(dir, manifest, shards);
   } catch (const std::exception& e) {
     error = e.what();
@@ -378,17 +352,16 @@ Loaded Checkpointer::load_one(const std::string& dir) {
   if (const std::string e = agree(comm_, error); !e.empty()) throw CheckpointError(e);
 
   // Each shard's tensors arrive from the rank that read it.
-  Loaded out{dir, {}, manifest};
-  const int shards = static_cast<int>(manifest["shards"].size());
+  Loaded out{dir, {}, manifest.json};
+  const int shards = static_cast<int>(manifest.shards.size());
   for (int s = 0; s < shards; ++s) {
     std::vector<std::string> names;
     std::vector<torch::Tensor> tensors;
-    for (const auto& [name, t] : manifest["tensors"].items()) {
-      if (t["shard"].get<int>() != s) continue;
-      names.push_back(name);
-      tensors.push_back(s % world == rank ? mine.at(name).contiguous()
-                                          : torch::empty(t["shape"].get<std::vector<int64_t>>(),
-                                                         torch::TensorOptions().dtype(parse_dtype(t["dtype"]))));
+    for (const TensorEntry& t : manifest.tensors) {
+      if (t.shard != s) continue;
+      names.push_back(t.name);
+      tensors.push_back(s % world == rank ? mine.at(t.name).contiguous()
+                                          : torch::empty(t.shape, torch::TensorOptions().dtype(t.dtype)));
     }
     comm_.broadcast(tensors, s % world);
     for (size_t i = 0; i < names.size(); ++i) out.state[names[i]] = tensors[i];
@@ -400,12 +373,8 @@ std::optional<Loaded> Checkpointer::load(const std::string& spec,
                                          const std::function<void(const std::string&)>& warn) {
   if (spec != "auto") {
     fs::path dir = spec;
-    if (fs::exists(dir / "latest") && !fs::exists(dir / "manifest.json")) {  // a checkpoints folder
-      std::ifstream in(dir / "latest");
-      std::string name;
-      in >> name;
-      dir /= name;
-    }
+    if (fs::exists(dir / "latest") && !fs::exists(dir / "manifest.json"))  // a checkpoints folder
+      dir = read_latest(dir.string());
     return load_one(dir.string());
   }
   const auto candidates = list_checkpoints(options_.dir);

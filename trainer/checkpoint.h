@@ -1,6 +1,7 @@
 // Implements: sharded checkpoints. The logical state (named tensors) is split across ranks by
 // bytes; each rank writes its shard into step-N.tmp/, the ranks agree, and rank 0 commits with a
-// manifest (per-tensor and per-file xxh3 checksums), a rename and an atomic `latest`. Loading
+// manifest (per-tensor and per-file xxh3 checksums), a rename and an atomic `latest`. Shards are
+// safetensors files (checkpoint_format.h), so Python reads them without unpickling. Loading
 // verifies, reshards to any world size (each rank reads ~1/N of the files, the rest arrives by
 // broadcast) and falls back to an older checkpoint when `auto` meets a corrupt one.
 #pragma once
@@ -17,14 +18,9 @@
 #include <thread>
 
 #include "comm/communicator.h"
+#include "trainer/checkpoint_format.h"
 
 namespace gantry::checkpoint {
-
-// A checkpoint that cannot be written or read: names the directory, file or tensor.
-class CheckpointError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // Named tensors in a fixed (sorted) order: the logical state, independent of the world size.
 using StateDict = std::map<std::string, torch::Tensor>;
@@ -79,6 +75,9 @@ class Checkpointer {
 
 // The checkpoint directories under `checkpoints_dir`, newest step first (committed ones only).
 std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir);
+
+// The checkpoint `<checkpoints_dir>/latest` names (only ever a step-NNNNNNNN sibling).
+std::string read_latest(const std::string& checkpoints_dir);
 
 // Reads and verifies a whole checkpoint in one process (for `gantry inspect` and tests).
 Loaded read_checkpoint(const std::string& dir);

@@ -30,12 +30,7 @@ std::string resolve_checkpoint_dir(const std::string& path) {
   fs::path p = path;
   if (fs::exists(p / "manifest.json")) return p.string();
   if (fs::exists(p / "checkpoints" / "latest")) p /= "checkpoints";
-  if (fs::exists(p / "latest")) {
-    std::ifstream in(p / "latest");
-    std::string name;
-    in >> name;
-    return (p / name).string();
-  }
+  if (fs::exists(p / "latest")) return checkpoint::read_latest(p.string());
   return p.string();  // read_checkpoint names what is missing
 }
 
