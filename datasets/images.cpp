@@ -1,8 +1,18 @@
 // Implements: the image-folder reader (data.name: images). Every PNG/JPEG under a folder is one
-// record, decoded on demand with Debian's stb in the thread that reads it (the prefetch workers),
+// record, decoded on demand with stb in the thread that reads it (the prefetch workers),
 // centre-cropped to a square, resized to resolution x resolution and converted to 1 or 3 channels.
 // Files whose header stb cannot read are skipped when the folder is opened; a file that fails to
 // decode later is skipped by reading the next readable image in its place.
+// stb (Debian's libstb-dev headers) is compiled here, private to this file, with only its PNG and
+// JPEG decoders: a file named .png that holds a GIF, PSD or HDR never reaches stb's other
+// decoders. Images are files from anywhere, so their size is bounded before anything is decoded.
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_MAX_DIMENSIONS (1 << 14)
+#define STB_IMAGE_RESIZE_STATIC
+#define STB_IMAGE_RESIZE_IMPLEMENTATION
 #include <stb_image.h>
 #include <stb_image_resize.h>
 
@@ -27,7 +37,7 @@ bool is_image_file(const fs::path& p) {
 }
 
 std::string failure_reason() {
-  const char* why = stbi_failure_reason();  // thread-local in Debian's libstb
+  const char* why = stbi_failure_reason();  // thread-local (stb uses thread_local unless STBI_NO_THREAD_LOCALS)
   return why ? why : "unknown error";
 }
 
@@ -37,6 +47,24 @@ struct Tap {
   int first;
   std::vector<float> weights;
 };
+// At most 64 megapixels (an 8192 x 8192 photo), so that a header cannot make the decoder
+// allocate gigabytes.
+constexpr int64_t kMaxPixels = int64_t{1} << 26;
+
+// Whether `file`'s header is a PNG or JPEG of a size we decode; the reason when it is not.
+bool fits(const std::string& file, std::string& why) {
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info(file.c_str(), &w, &h, &comp) || w <= 0 || h <= 0) {
+    why = failure_reason();
+    return false;
+  }
+  if (static_cast<int64_t>(w) * h > kMaxPixels) {
+    why = std::to_string(w) + "x" + std::to_string(h) + " pixels, more than the 64-megapixel limit";
+    return false;
+  }
+  return true;
+}
+
 std::vector<Tap> area_taps(int in, int out) {
   const double scale = static_cast<double>(in) / out;
   std::vector<Tap> taps(static_cast<size_t>(out));
@@ -127,6 +155,7 @@ class ImageFolder : public Dataset {
   bool decode(const std::string& file, uint8_t* out, std::string& why) const {
     int w = 0, h = 0, comp = 0;
     const int c = static_cast<int>(channels_);
+    if (!fits(file, why)) return false;
     std::unique_ptr<stbi_uc, void (*)(void*)> image(stbi_load(file.c_str(), &w, &h, &comp, c), stbi_image_free);
     if (!image) {
       why = failure_reason();
@@ -184,9 +213,9 @@ std::unique_ptr<Dataset> open_image_folder(const std::string& folder, int64_t re
   // The header check reads only the first bytes of each file; pixels are decoded when read.
   std::vector<std::string> files, skipped;
   for (auto& file : candidates) {
-    int w = 0, h = 0, comp = 0;
-    if (stbi_info(file.c_str(), &w, &h, &comp) && w > 0 && h > 0) files.push_back(std::move(file));
-    else skipped.push_back(file + " (" + failure_reason() + ")");
+    std::string why;
+    if (fits(file, why)) files.push_back(std::move(file));
+    else skipped.push_back(file + " (" + why + ")");
   }
   if (files.empty())
     throw DataError("data.path " + folder + ": no readable PNG or JPEG image (" + std::to_string(candidates.size()) +

@@ -2,6 +2,8 @@
 // stb: exact pixels, centre crop and resize, gray/RGB conversion, corrupt files skipped with a
 // warning naming them, no readable image as an error, hflip through the stream, config keys.
 #include <gtest/gtest.h>
+
+#include <fstream>
 #include <stb_image_write.h>
 #include <unistd.h>
 
@@ -170,6 +172,28 @@ TEST(ImageFolder, CorruptFilesAreSkippedWithAWarningNamingThem) {
   ASSERT_EQ(warnings.lines.size(), 2u) << "named once, however often it is read";
   EXPECT_NE(warnings.lines[1].find((dir / "c-cut.png").string()), std::string::npos) << warnings.lines[1];
   EXPECT_NE(warnings.lines[1].find((dir / "d.jpg").string()), std::string::npos) << warnings.lines[1];
+}
+
+// Only stb's PNG and JPEG decoders are compiled in, and a header cannot ask for gigabytes.
+TEST(ImageFolder, OtherFormatsAndHugeHeadersAreSkipped) {
+  const auto dir = fresh_dir("images-hostile");
+  write_png(dir / "a.png", 4, 4, 3, image(4, 4, 3, pattern));
+  const auto px = image(4, 4, 3, pattern);
+  ASSERT_TRUE(stbi_write_bmp((dir / "b-bmp.png").c_str(), 4, 4, 3, px.data()));
+  write_png(dir / "c-huge.png", 4, 4, 3, px);
+  {  // IHDR's width and height (bytes 16..23, big-endian) say 10000 x 10000
+    std::fstream f(dir / "c-huge.png", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(16);
+    const char size[8] = {0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10};
+    f.write(size, 8);
+  }
+  Warnings warnings;
+  const auto data = open_image_folder(dir.string(), 4, 3, warnings.sink());
+  EXPECT_EQ(data->size(), 1) << "only a.png";
+  ASSERT_EQ(warnings.lines.size(), 1u);
+  EXPECT_NE(warnings.lines[0].find("b-bmp.png"), std::string::npos) << warnings.lines[0];
+  EXPECT_NE(warnings.lines[0].find("c-huge.png (10000x10000 pixels, more than the 64-megapixel limit)"),
+            std::string::npos) << warnings.lines[0];
 }
 
 TEST(ImageFolder, NoReadableImageIsAnErrorNamingTheFolder) {
