@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs every Debian package gantry needs (idempotent, non-interactive), then builds build/gantry.
-# Usage: scripts/setup.sh [--no-build] [extra cmake -D options...]
+# Usage: scripts/setup.sh [--no-build] [--build-dir DIR] [extra cmake -D options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
+  clang libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes for scripts/fuzz.sh
   libtorch-dev python3-torch
   libopenblas0-openmp
   libopenmpi-dev openmpi-bin
@@ -41,6 +42,8 @@ for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
 done
 
 [ "${1:-}" = "--no-build" ] && exit 0
+build=build
+if [ "${1:-}" = "--build-dir" ]; then build=$2; shift 2; fi
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
-cmake --build build -j "${GANTRY_JOBS:-2}"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+cmake --build "$build" -j "${GANTRY_JOBS:-2}"
