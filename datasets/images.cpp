@@ -1,19 +1,11 @@
 // Implements: the image-folder reader (data.name: images). Every PNG/JPEG under a folder is one
-// record, decoded on demand with stb in the thread that reads it (the prefetch workers),
-// centre-cropped to a square, resized to resolution x resolution and converted to 1 or 3 channels.
-// Files whose header stb cannot read are skipped when the folder is opened; a file that fails to
-// decode later is skipped by reading the next readable image in its place.
-// stb (Debian's libstb-dev headers) is compiled here, private to this file, with only its PNG and
-// JPEG decoders: a file named .png that holds a GIF, PSD or HDR never reaches stb's other
-// decoders. Images are files from anywhere, so their size is bounded before anything is decoded.
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_MAX_DIMENSIONS (1 << 14)
+// record, decoded on demand (libpng, libjpeg-turbo: image_decode.h) in the thread that reads it
+// (the prefetch workers), centre-cropped to a square, resized to resolution x resolution and
+// converted to 1 or 3 channels. Files whose header cannot be read are skipped when the folder is
+// opened; a file that fails to decode later is skipped by reading the next readable image in its
+// place. Enlarging uses stb_image_resize (Debian's libstb-dev header, compiled here privately).
 #define STB_IMAGE_RESIZE_STATIC
 #define STB_IMAGE_RESIZE_IMPLEMENTATION
-#include <stb_image.h>
 #include <stb_image_resize.h>
 
 #include <algorithm>
@@ -25,6 +17,7 @@
 #include <set>
 
 #include "datasets/dataset.h"
+#include "datasets/image_decode.h"
 
 namespace gantry::datasets {
 namespace fs = std::filesystem;
@@ -36,35 +29,12 @@ bool is_image_file(const fs::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
-std::string failure_reason() {
-  const char* why = stbi_failure_reason();  // thread-local (stb uses thread_local unless STBI_NO_THREAD_LOCALS)
-  return why ? why : "unknown error";
-}
-
 // Which source pixels cover each of `out` destination pixels when `in` pixels shrink to `out`,
 // and by how much (the weights of one destination pixel sum to 1).
 struct Tap {
   int first;
   std::vector<float> weights;
 };
-// At most 64 megapixels (an 8192 x 8192 photo), so that a header cannot make the decoder
-// allocate gigabytes.
-constexpr int64_t kMaxPixels = int64_t{1} << 26;
-
-// Whether `file`'s header is a PNG or JPEG of a size we decode; the reason when it is not.
-bool fits(const std::string& file, std::string& why) {
-  int w = 0, h = 0, comp = 0;
-  if (!stbi_info(file.c_str(), &w, &h, &comp) || w <= 0 || h <= 0) {
-    why = failure_reason();
-    return false;
-  }
-  if (static_cast<int64_t>(w) * h > kMaxPixels) {
-    why = std::to_string(w) + "x" + std::to_string(h) + " pixels, more than the 64-megapixel limit";
-    return false;
-  }
-  return true;
-}
-
 std::vector<Tap> area_taps(int in, int out) {
   const double scale = static_cast<double>(in) / out;
   std::vector<Tap> taps(static_cast<size_t>(out));
@@ -130,11 +100,12 @@ class ImageFolder : public Dataset {
     std::string why;
     for (int64_t k = 0; k < size(); ++k) {
       const int64_t j = (index + k) % size();
-      if (decode(files_[j], out, why)) {
+      std::string reason;
+      if (decode(files_[j], out, reason)) {
         if (k > 0) report_skip(files_[index], why, files_[j]);
         return;
       }
-      if (k == 0) why = files_[index] + ": " + why;
+      if (k == 0) why = files_[index] + ": " + reason;
     }
     throw DataError("data.path " + folder_ + ": no image decodes any more (first failure: " + why + ")");
   }
@@ -150,21 +121,18 @@ class ImageFolder : public Dataset {
             " so far while training), read " + instead + " in its place");
   }
 
-  // Decodes `file` into out (resolution x resolution x channels); false with the reason when stb
-  // cannot decode it.
+  // Decodes `file` into out (resolution x resolution x channels); false with the reason when it
+  // cannot be decoded.
   bool decode(const std::string& file, uint8_t* out, std::string& why) const {
-    int w = 0, h = 0, comp = 0;
+    thread_local std::vector<uint8_t> image;  // the whole decoded file, reused by this thread
+    ImageSize size;
     const int c = static_cast<int>(channels_);
-    if (!fits(file, why)) return false;
-    std::unique_ptr<stbi_uc, void (*)(void*)> image(stbi_load(file.c_str(), &w, &h, &comp, c), stbi_image_free);
-    if (!image) {
-      why = failure_reason();
-      return false;
-    }
+    if (!decode_image(file, c, image, size, why)) return false;
+    const int w = size.width, h = size.height;
     // Centre crop to the largest square, then resize it: area average when it shrinks,
     // Catmull-Rom (stb_image_resize) when it grows.
     const int side = std::min(w, h);
-    const stbi_uc* crop = image.get() + (static_cast<size_t>((h - side) / 2) * w + (w - side) / 2) * c;
+    const uint8_t* crop = image.data() + (static_cast<size_t>((h - side) / 2) * w + (w - side) / 2) * c;
     const int r = static_cast<int>(resolution_);
     if (side == r) {
       for (int y = 0; y < r; ++y) std::copy_n(crop + static_cast<size_t>(y) * w * c, r * c, out + static_cast<size_t>(y) * r * c);
@@ -214,7 +182,8 @@ std::unique_ptr<Dataset> open_image_folder(const std::string& folder, int64_t re
   std::vector<std::string> files, skipped;
   for (auto& file : candidates) {
     std::string why;
-    if (fits(file, why)) files.push_back(std::move(file));
+    ImageSize size;
+    if (probe_image(file, size, why)) files.push_back(std::move(file));
     else skipped.push_back(file + " (" + why + ")");
   }
   if (files.empty())

@@ -1,4 +1,4 @@
-// Fuzz target: the image-folder reader's decoder wrapper (stb behind it): header checks when the
+// Fuzz target: the image-folder reader and its decoders (libpng, libjpeg-turbo): header checks when the
 // folder is opened, then decoding, centre-cropping and resizing a record, gray and RGB. A file
 // that does not decode is skipped with a warning; none decoding is one DataError.
 #include "datasets/dataset.h"

@@ -8,9 +8,11 @@
 #                                         prefix when the libraries are not installed, configures
 #                                         gantry against PyTorch's LibTorch
 #                                         (torch.utils.cmake_prefix_path), builds, runs the
-#                                         communicator and reducer tests, NCCL bring-up, and the
-#                                         all-reduce benchmark; prints a report
-#                                         (also written to $OUT/gpu_check.txt when OUT is set)
+#                                         communicator and reducer tests, the unit tests (their
+#                                         CUDA cases included), np=1 training runs on the GPU with
+#                                         NCCL in fp32 and bf16, the all-reduce benchmark, and the
+#                                         GPU side of bench/compare.sh against that PyTorch;
+#                                         prints a report (also $OUT/gpu_check.txt when OUT is set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +22,10 @@ PACKAGES=(libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libhwloc15 libev
   libevent-pthreads-2.1-7 libpmix2 libfabric1 libucx0 libibverbs1 librdmacm1 libnl-3-200 libnl-route-3-200
   libpsm2-2 libpsm-infinipath1 ibverbs-providers libxnvctrl0 libmunge2 libltdl7 libudev1 libnuma1 libpciaccess0
   libhwloc-plugins
-  libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev libpng-dev libpng16-16 libxxhash-dev libxxhash0 libstb-dev libstb0
+  libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev libpng-dev libpng16-16 libjpeg62-turbo-dev libjpeg62-turbo libxxhash-dev libxxhash0 libstb-dev libstb0
   prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 libcivetweb1
   libcivetweb-dev libcurl4-openssl-dev libcurl4 libgtest-dev googletest
-  zlib1g-dev ninja-build)
+  zlib1g-dev ninja-build dataset-fashion-mnist)
 
 fetch_debs() {
   local dir=$1
@@ -54,9 +56,11 @@ run_check() {
   $python -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "devices", torch.cuda.device_count())'
 
   local prefix_path=$torch_prefix
+  export FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist
   if [ -n "$debs" ] && ! command -v mpirun >/dev/null; then
     local prefix=$PWD/build-gpu-deps
     unpack_debs "$debs" "$prefix"
+    [ -d "$prefix$FASHION_MNIST_DIR" ] && FASHION_MNIST_DIR=$prefix$FASHION_MNIST_DIR
     local lib=$prefix/usr/lib/x86_64-linux-gnu
     export PATH=$prefix/usr/bin:$PATH
     export LD_LIBRARY_PATH=$lib:$lib/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -77,14 +81,28 @@ run_check() {
     "${mpi[@]}" -np $np $build/tests/test_comm
     "${mpi[@]}" -np $np $build/tests/test_reducer
   done
-  echo "== unit tests"
-  ctest --test-dir $build -L unit --output-on-failure || true
-  echo "== NCCL communicator bring-up (np=1): a clear error or success, never a crash"
-  $build/gantry train --config configs/gaussian1d.yaml --set run.dir="$out/nccl-run" --set train.steps=2 \
-    --set comm.backend=nccl || echo "EXPECTED until train.device exists: the models are still on the CPU"
+  local failed=()
+  echo "== unit tests (Precision.CudaUpdatesMatchTheCpu runs on the GPU here)"
+  ctest --test-dir $build -L unit --output-on-failure || failed+=("unit tests")
+  for precision in fp32 bf16; do
+    echo "== np=1 training on the GPU: Fashion-MNIST DCGAN, train.device cuda, NCCL, $precision"
+    $build/gantry train --config configs/fashion-mnist-dcgan.yaml --set run.dir="$out/cuda-$precision" \
+      --set data.path="$FASHION_MNIST_DIR" --set data.cache_dir="$out/data-cache" \
+      --set train.steps=200 --set train.log_every=50 --set train.device=cuda --set comm.backend=nccl \
+      --set train.precision=$precision || failed+=("cuda training ($precision)")
+  done
   echo "== all-reduce benchmark (MPI, CPU tensors)"
-  "${mpi[@]}" -np 2 $build/bench/allreduce_bench --max $((64 << 20)) --json "$out/allreduce_mpi.json" || true
+  "${mpi[@]}" -np 2 $build/bench/allreduce_bench --max $((64 << 20)) --json "$out/allreduce_mpi.json" ||
+    failed+=("allreduce bench")
+  for precision in fp32 bf16; do
+    echo "== gantry vs PyTorch eager on the GPU ($precision)"
+    PYTHON=$python bench/compare.sh --device cuda --precision $precision $build 3 || failed+=("compare ($precision)")
+  done
   echo "== report in $report"
+  if [ ${#failed[@]} -gt 0 ]; then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+  fi
 }
 
 case ${1:-} in

@@ -12,7 +12,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libyaml-cpp-dev prometheus-cpp-dev libcurl4-openssl-dev
   libgtest-dev libgmock-dev googletest
-  nlohmann-json3-dev libpng-dev zlib1g-dev libxxhash-dev libstb-dev
+  nlohmann-json3-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libxxhash-dev libstb-dev
   prometheus
   dataset-fashion-mnist
 )

@@ -3,11 +3,13 @@
 // warning naming them, no readable image as an error, hflip through the stream, config keys.
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <stb_image_write.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <mutex>
 
 #include "datasets/dataset.h"
@@ -174,18 +176,26 @@ TEST(ImageFolder, CorruptFilesAreSkippedWithAWarningNamingThem) {
   EXPECT_NE(warnings.lines[1].find((dir / "d.jpg").string()), std::string::npos) << warnings.lines[1];
 }
 
-// Only stb's PNG and JPEG decoders are compiled in, and a header cannot ask for gigabytes.
+// Only PNG and JPEG files are decoded (a BMP named .png is not), and a header cannot ask for gigabytes.
 TEST(ImageFolder, OtherFormatsAndHugeHeadersAreSkipped) {
   const auto dir = fresh_dir("images-hostile");
   write_png(dir / "a.png", 4, 4, 3, image(4, 4, 3, pattern));
   const auto px = image(4, 4, 3, pattern);
   ASSERT_TRUE(stbi_write_bmp((dir / "b-bmp.png").c_str(), 4, 4, 3, px.data()));
   write_png(dir / "c-huge.png", 4, 4, 3, px);
-  {  // IHDR's width and height (bytes 16..23, big-endian) say 10000 x 10000
+  {  // IHDR's width and height (bytes 16..23, big-endian) say 10000 x 10000, with a valid CRC
     std::fstream f(dir / "c-huge.png", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(16);
-    const char size[8] = {0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10};
-    f.write(size, 8);
+    unsigned char chunk[17];  // "IHDR" and its 13 bytes of data
+    f.seekg(12);
+    f.read(reinterpret_cast<char*>(chunk), 17);
+    const unsigned char size[8] = {0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10};
+    std::memcpy(chunk + 4, size, 8);
+    const uint32_t crc = static_cast<uint32_t>(crc32(0, chunk, 17));
+    const unsigned char crc_bytes[4] = {static_cast<unsigned char>(crc >> 24), static_cast<unsigned char>(crc >> 16),
+                                        static_cast<unsigned char>(crc >> 8), static_cast<unsigned char>(crc)};
+    f.seekp(12);
+    f.write(reinterpret_cast<const char*>(chunk), 17);
+    f.write(reinterpret_cast<const char*>(crc_bytes), 4);
   }
   Warnings warnings;
   const auto data = open_image_folder(dir.string(), 4, 3, warnings.sink());
