@@ -92,6 +92,10 @@ class Communicator {
   virtual void barrier() = 0;
   // Gathers a small byte string from every rank; result[r] is rank r's.
   virtual std::vector<std::string> all_gather(const std::string& bytes) = 0;
+  // Called by the watchdog's thread while collectives may be blocked on others: tears down this
+  // backend's in-flight collectives so that nothing waits on them (NCCL: ncclCommAbort, as
+  // PyTorch's NCCL watchdog does). MPI's are ended by the MPI_Abort that follows: nothing here.
+  virtual void abort() {}
 
   // Conveniences over the primitives above.
   void all_reduce(torch::Tensor& tensor, ReduceOp op);

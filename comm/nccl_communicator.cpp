@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <map>
 
 #include "comm/communicator.h"
@@ -92,16 +93,26 @@ class NcclCommunicator final : public Communicator {
     GANTRY_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~NcclCommunicator() override {
+    if (aborted_) return;  // the communicator is gone, and its stream may never drain
     if (stream_) cudaStreamSynchronize(stream_);
     if (comm_) ncclCommDestroy(comm_);
     if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  // From the watchdog's thread: ncclCommAbort makes the kernels of every in-flight collective
+  // return, so no rank stays spinning on a peer that will never arrive.
+  void abort() override {
+    if (comm_ && !aborted_.exchange(true)) ncclCommAbort(comm_);
   }
 
   int rank() const override { return bootstrap_->rank(); }
   int world_size() const override { return bootstrap_->world_size(); }
   std::string backend_name() const override { return "nccl"; }
 
+  // Host tensors (loss statistics, checksums, timings) take the bootstrap MPI communicator; a
+  // list is all on the host or all on the GPU.
   void all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op) override {
+    if (on_host(tensors, "all_reduce")) return bootstrap_->all_reduce(tensors, op);
     std::map<torch::ScalarType, std::vector<torch::Tensor*>> groups;
     for (auto& t : tensors) {
       check_cuda(t, "all_reduce");
@@ -125,6 +136,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::shared_ptr<Work> all_reduce_async(torch::Tensor tensor, ReduceOp op) override {
+    if (tensor.device().is_cpu()) return bootstrap_->all_reduce_async(tensor, op);
     check_cuda(tensor, "all_reduce_async");
     const ncclRedOp_t nccl_op = op == ReduceOp::kAverage ? ncclAvg : ncclSum;
     if (op == ReduceOp::kAverage && !torch::isFloatingType(tensor.scalar_type()))
@@ -136,6 +148,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void broadcast(std::vector<torch::Tensor>& tensors, int root) override {
+    if (on_host(tensors, "broadcast")) return bootstrap_->broadcast(tensors, root);
     order_after_caller();
     GANTRY_NCCL_CHECK(ncclGroupStart());
     for (auto& t : tensors) {
@@ -155,6 +168,13 @@ class NcclCommunicator final : public Communicator {
   std::vector<std::string> all_gather(const std::string& bytes) override { return bootstrap_->all_gather(bytes); }
 
  private:
+  static bool on_host(const std::vector<torch::Tensor>& tensors, const char* what) {
+    size_t host = 0;
+    for (const auto& t : tensors) host += t.device().is_cpu();
+    if (host != 0 && host != tensors.size())
+      throw CommError(std::string("NCCL communicator: ") + what + " of a list mixing host and CUDA tensors");
+    return host != 0;
+  }
   void check_cuda(const torch::Tensor& t, const char* what) const {
     if (!t.device().is_cuda())
       throw CommError(std::string("NCCL communicator: ") + what + " needs CUDA tensors, got " + t.device().str() +
@@ -179,6 +199,7 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Communicator> bootstrap_;
   int device_ = 0;
   ncclComm_t comm_ = nullptr;
+  std::atomic<bool> aborted_{false};
   cudaStream_t stream_ = nullptr;
 };
 

@@ -155,10 +155,37 @@ void Watchdog::run() {
       report += missing.empty() && silent.empty() ? "; every rank has arrived (the transport itself is stuck)" : missing;
       if (!silent.empty()) report += "; no answer from rank(s) " + silent + " (dead, or MPI itself is stuck)";
     }
-    std::fprintf(stderr, "%s; aborting the job\n", report.c_str());
+    // Tear down the backends' own collectives first (NCCL's would otherwise keep the GPU busy).
+    std::vector<std::pair<std::string, std::function<void()>>> hooks;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const auto& [id, hook] : abort_hooks_) hooks.push_back(hook);
+    }
+    std::string aborted;
+    for (const auto& [name, hook] : hooks) {
+      try {
+        hook();
+        aborted += (aborted.empty() ? "" : ", ") + name;
+      } catch (const std::exception& e) {
+        aborted += (aborted.empty() ? "" : ", ") + name + " (failed: " + e.what() + ")";
+      }
+    }
+    std::fprintf(stderr, "%s; aborted %zu communicator(s)%s and now the job\n", report.c_str(), hooks.size(),
+                 aborted.empty() ? "" : (" (" + aborted + ")").c_str());
     std::fflush(stderr);
     runtime_.abort(3);
   }
+}
+
+int Watchdog::add_abort_hook(std::string name, std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  abort_hooks_[next_hook_] = {std::move(name), std::move(hook)};
+  return next_hook_++;
+}
+
+void Watchdog::remove_abort_hook(int id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  abort_hooks_.erase(id);
 }
 
 namespace {
@@ -195,7 +222,11 @@ class WatchedWork final : public Work {
 
 class WatchedCommunicator final : public Communicator {
  public:
-  WatchedCommunicator(std::unique_ptr<Communicator> inner, Watchdog& dog) : inner_(std::move(inner)), dog_(dog) {}
+  WatchedCommunicator(std::unique_ptr<Communicator> inner, Watchdog& dog)
+      : inner_(std::move(inner)),
+        dog_(dog),
+        hook_(dog.add_abort_hook(inner_->backend_name(), [c = inner_.get()] { c->abort(); })) {}
+  ~WatchedCommunicator() override { dog_.remove_abort_hook(hook_); }
   using Communicator::all_reduce;
 
   int rank() const override { return inner_->rank(); }
@@ -223,6 +254,7 @@ class WatchedCommunicator final : public Communicator {
     auto blocked = enter("all_gather");
     return inner_->all_gather(bytes);
   }
+  void abort() override { inner_->abort(); }
 
  private:
   Watchdog::Blocked enter(const char* what) {
@@ -232,6 +264,7 @@ class WatchedCommunicator final : public Communicator {
 
   std::unique_ptr<Communicator> inner_;
   Watchdog& dog_;
+  int hook_;
 };
 
 }  // namespace

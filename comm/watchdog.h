@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,6 +41,10 @@ class Watchdog {
     Watchdog* dog_;
   };
   Blocked block(const char* what, int64_t seq);
+  // Hooks run (on the watchdog's thread) just before it aborts the job; remove_abort_hook(id)
+  // before what a hook refers to goes away.
+  int add_abort_hook(std::string name, std::function<void()> hook);
+  void remove_abort_hook(int id);
   // Counts one more collective entered on the watched communicator and returns its number.
   int64_t next_seq() { return ++seq_; }
   int64_t entered() const { return seq_; }
@@ -51,10 +57,12 @@ class Watchdog {
   const double timeout_s_;
   std::atomic<int64_t> step_{-1};
   std::atomic<int64_t> seq_{0};
-  std::mutex mutex_;  // guards what_, blocked_seq_, since_
+  std::mutex mutex_;  // guards what_, blocked_seq_, since_, abort_hooks_
   const char* what_ = nullptr;
   int64_t blocked_seq_ = 0;
   std::chrono::steady_clock::time_point since_;
+  std::map<int, std::pair<std::string, std::function<void()>>> abort_hooks_;  // guarded by mutex_
+  int next_hook_ = 0;
   std::atomic<bool> stop_{false};
   std::unique_ptr<Impl> impl_;
   std::thread thread_;

@@ -25,6 +25,9 @@ stall() {
   check "np$np stall rank $rank at #$seq: within timeout + 10 s" $([ $elapsed -le 13 ] && echo 0 || echo 1) "${elapsed} s"
   grep -q "watchdog: .* has not completed in 3 s (comm.timeout_s); .*rank $rank has not arrived" "$out"
   check "np$np stall rank $rank at #$seq: names rank $rank" $? "$(grep -m1 watchdog "$out" || tail -n3 "$out")"
+  grep -q "aborted 1 communicator(s) (mpi) and now the job" "$out"
+  check "np$np stall rank $rank at #$seq: the watched communicator's abort hook ran before MPI_Abort" $? \
+    "$(grep -m1 watchdog "$out")"
   for other in $(seq 0 $((np - 1))); do
     [ "$other" = "$rank" ] && continue
     ! grep -q "rank $other has not arrived" "$out"
