@@ -121,6 +121,11 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  for (int i = 2; i < argc; ++i)  // `gantry train --help`, `gantry eval -h`, ...
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
   if (!std::strcmp(argv[1], "--version")) {
     std::printf("gantry %s\n", GANTRY_VERSION);
     return 0;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan + UBSan, fuzz/) into build-fuzz/ and runs each one for
-# SECONDS on its seed corpus plus everything earlier runs found. Prints, per target, the
+# SECONDS on its seed corpus, fuzz/regressions/<target> (inputs that once crashed it) and
+# everything earlier runs found. Prints, per target, the
 # executions, edges covered and features, and fails on the first crash, leak-free OOM or timeout
 # (libFuzzer writes the input that did it to build-fuzz/artifacts/<target>/).
 # Usage: scripts/fuzz.sh [--seconds N] [target ...]     (default: 30 s each, every target)
@@ -38,8 +39,10 @@ for t in "${targets[@]}"; do
   corpus="$build/corpus/$t"
   mkdir -p "$corpus" "$build/artifacts/$t"
   log="$build/$t.log"
+  # Inputs that once crashed a target (fixed since) are replayed first, every run.
+  regressions=""; [ -d "fuzz/regressions/$t" ] && regressions="fuzz/regressions/$t"
   if "$build/fuzz/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 \
-       -artifact_prefix="$build/artifacts/$t/" "$corpus" "$build/seeds/$t" > "$log" 2>&1; then
+       -artifact_prefix="$build/artifacts/$t/" "$corpus" "$build/seeds/$t" $regressions > "$log" 2>&1; then
     result=ok
   else
     result=FAILED

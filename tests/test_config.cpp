@@ -61,6 +61,16 @@ TEST(Config, UnknownKeyNamesKeyAndLineAndSuggests) {
   EXPECT_NE(e.find("did you mean 'train.steps'"), std::string::npos) << e;
 }
 
+// Found by fuzz_config: a YAML complex key ("? name: x") made yaml-cpp throw past load_config.
+TEST(Config, ComplexAndDuplicateKeysNameTheLine) {
+  const auto complex = write_yaml("complex.yaml", "run:\n  seed: 1\ndata:\n ? name: x\n");
+  std::string e = error_of(complex);
+  EXPECT_NE(e.find(complex + ":4: a key must be a plain name, not a mapping"), std::string::npos) << e;
+  const auto twice = write_yaml("twice.yaml", "train:\n  steps: 3\n  d_steps: 1\n  steps: 4\n");
+  e = error_of(twice);
+  EXPECT_NE(e.find(twice + ":4: 'train.steps' is given twice (first at " + twice + ":2)"), std::string::npos) << e;
+}
+
 TEST(Config, UnknownSectionIsAnError) {
   const auto f = write_yaml("section.yaml", "run:\n  seed: 1\ntrainer:\n  steps: 3\n");
   const std::string e = error_of(f);

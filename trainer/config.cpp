@@ -175,6 +175,9 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("train.dump_replicas", train.dump_replicas),
       GANTRY_FIELD("train.on_nonfinite", train.on_nonfinite, one_of({"skip", "stop"})),
       GANTRY_FIELD("train.max_nonfinite_skips", train.max_nonfinite_skips, at_least<int64_t>(1)),
+      GANTRY_FIELD("train.device", train.device, one_of({"auto", "cpu", "cuda"})),
+      GANTRY_FIELD("train.precision", train.precision, one_of({"fp32", "bf16"})),
+      GANTRY_FIELD("train.deterministic", train.deterministic),
       GANTRY_FIELD("optim.g.lr", optim.g.lr, positive()),
       GANTRY_FIELD("optim.g.beta1", optim.g.beta1, in_range(0.0, 1.0, true)),
       GANTRY_FIELD("optim.g.beta2", optim.g.beta2, in_range(0.0, 1.0, true)),
@@ -249,9 +252,15 @@ struct Entry {
 void flatten(const YAML::Node& map, const std::string& prefix, const std::string& file,
              std::vector<std::pair<std::string, Entry>>& out) {
   for (const auto& item : map) {
-    const std::string name = item.first.as<std::string>();
-    const std::string key = prefix.empty() ? name : prefix + "." + name;
     const std::string where = file + ":" + std::to_string(item.first.Mark().line + 1);
+    if (!item.first.IsScalar())  // YAML's "? [a, b]: ..." complex keys
+      throw ConfigError("config error: " + where + ": a key must be a plain name, not a " +
+                        (item.first.IsMap() ? "mapping" : item.first.IsSequence() ? "list" : "null"));
+    const std::string name = item.first.Scalar();
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    for (const auto& [seen, entry] : out)
+      if (seen == key)
+        throw ConfigError("config error: " + where + ": '" + key + "' is given twice (first at " + entry.where + ")");
     if (find_field(key)) {
       out.push_back({key, Entry{item.second, where}});
     } else if (is_section(key)) {
