@@ -9,9 +9,12 @@ same intra-op thread count. Prints one JSON line: images per second over the tim
 for the DCGAN the step's FLOP count (derived below) with the CPU's measured matmul GFLOP/s.
 
 Debian's python3-torch is the same LibTorch (1.13) that gantry links, so the difference is the
-framework around the kernels.
+framework around the kernels. On a GPU machine (--device cuda, optionally --precision bf16: autocast
+around the forward passes, losses in fp32, as gantry's train.precision) it runs against that
+machine's PyTorch; --warmup steps are left out of the timing there (CUDA start-up, cuDNN's choice).
 
     /usr/bin/python3 bench/pytorch_reference.py --arch mlp --batch 64 --threads 1 --steps 150
+    python3 bench/pytorch_reference.py --arch dcgan --batch 256 --device cuda --precision bf16 --steps 500 --warmup 100
 """
 import argparse
 import gzip
@@ -75,14 +78,22 @@ def dcgan_step_flops(z_dim, w):
     return 8 * d + 4 * g
 
 
-def matmul_gflops(threads):
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device, dtype=torch.float32):
+    size = 1024 if device.type == "cpu" else 8192
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         torch.mm(a, b)
+    synchronize(device)
     n, t0 = 20, time.perf_counter()
     for _ in range(n):
         torch.mm(a, b)
-    return 2 * 1024 ** 3 * n / (time.perf_counter() - t0) / 1e9
+    synchronize(device)
+    return 2 * size ** 3 * n / (time.perf_counter() - t0) / 1e9
 
 
 def main():
@@ -93,12 +104,22 @@ def main():
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--width", type=int, default=32, help="DCGAN g_width = d_width")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--warmup", type=int, default=0, help="untimed steps first")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # gantry's train.deterministic: false
     z_dim = 100
     images = load_images(args.data)
+    if device.type == "cuda":
+        images = images.pin_memory()
     g, d = mlp(z_dim, 784) if args.arch == "mlp" else dcgan(z_dim, args.width)
+    g, d = g.to(device), d.to(device)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     if args.arch == "mlp":
         generate = lambda z: g(z).view(-1, 1, 28, 28)
     else:
@@ -110,33 +131,43 @@ def main():
     b = args.batch
 
     t0 = time.perf_counter()
-    for step in range(args.steps):
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            synchronize(device)
+            t0 = time.perf_counter()
         idx = order[(step * b) % (images.shape[0] - b):][:b]
-        real = images[idx].float().div_(127.5).sub_(1)
-        # D update: real and detached fakes.
-        z = torch.randn(b, z_dim)
-        with torch.no_grad():
-            fake = generate(z)
+        real = images[idx].to(device, non_blocking=True).float().div_(127.5).sub_(1)
+        # D update: real and detached fakes; forward passes under autocast, losses in fp32.
+        z = torch.randn(b, z_dim, device=device)
+        with autocast():
+            with torch.no_grad():
+                fake = generate(z)
+            real_logits, fake_logits = discriminate(real).float(), discriminate(fake).float()
         d_opt.zero_grad()
-        d_loss = F.softplus(-discriminate(real)).mean() + F.softplus(discriminate(fake)).mean()
+        d_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
         d_loss.backward()
         d_opt.step()
         # G update through a frozen D.
         for q in d.parameters():
             q.requires_grad_(False)
         g_opt.zero_grad()
-        g_loss = F.softplus(-discriminate(generate(torch.randn(b, z_dim)))).mean()
+        with autocast():
+            logits = discriminate(generate(torch.randn(b, z_dim, device=device))).float()
+        g_loss = F.softplus(-logits).mean()
         g_loss.backward()
         g_opt.step()
         for q in d.parameters():
             q.requires_grad_(True)
+    synchronize(device)
     seconds = time.perf_counter() - t0
-    out = {"arch": args.arch, "batch": b, "threads": args.threads, "steps": args.steps, "seconds": seconds,
+    out = {"arch": args.arch, "batch": b, "threads": args.threads, "device": args.device,
+           "precision": args.precision, "steps": args.steps, "seconds": seconds,
            "img_per_s": args.steps * b / seconds, "torch": torch.__version__,
            "final_losses": [float(d_loss), float(g_loss)]}
     if args.arch == "dcgan":
         out["step_gflop_per_image"] = dcgan_step_flops(z_dim, args.width) / 1e9
-        out["matmul_gflops"] = matmul_gflops(args.threads)
+        out["matmul_gflops"] = matmul_gflops(
+            device, torch.bfloat16 if args.precision == "bf16" and device.type == "cuda" else torch.float32)
     print(json.dumps(out))
 
 

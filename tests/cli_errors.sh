@@ -59,6 +59,10 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_error nccl-without-gpu "comm.backend nccl: (no CUDA device is visible to rank 0|this gantry was built without NCCL)" \
     "$gantry" train --config "$work/good.yaml" --set comm.backend=nccl
 fi
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  expect_error cuda-without-gpu "train.device: cuda, but no CUDA device is usable here \\((this LibTorch was built without CUDA|no GPU is visible to this process)\\)" \
+    "$gantry" train --config "$work/good.yaml" --set train.device=cuda
+fi
 expect_error batch-not-divisible "good.yaml:9: train.batch_size: 8 is not divisible by the world size 3" \
   "$mpiexec" "${mpi_flags[@]}" -np 3 "$gantry" train --config "$work/good.yaml"
 

@@ -71,6 +71,9 @@ struct TrainConfig {
   bool dump_replicas = false; // write every rank's final parameters (replica tests)
   std::string on_nonfinite = "skip";  // skip | stop: an update whose averaged gradient is NaN or infinite
   int64_t max_nonfinite_skips = 10;   // skip: at most this many skipped updates in a row; one more stops
+  std::string device = "auto";     // auto | cpu | cuda (auto: the local rank's GPU when there is one)
+  std::string precision = "fp32";  // fp32 | bf16: autocast forward passes; fp32 weights, optimizer and losses
+  bool deterministic = true;       // false: cuDNN picks the fastest algorithms (benchmark mode)
 };
 
 struct CheckpointConfig {

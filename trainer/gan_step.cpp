@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "trainer/adam.h"
+#include "trainer/device.h"
 
 namespace gantry {
 
@@ -120,6 +121,8 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
     : models_(std::move(models)),
       loss_(parse_loss(config.train.loss)),
       gp_weight_(config.train.gp_weight),
+      device_(models_.g->parameters().front().device()),
+      bf16_(config.train.precision == "bf16"),
       comm_(comm) {
   g_opt_ = make_adam(*models_.g, config.optim.g);
   d_opt_ = make_adam(*models_.d, config.optim.d);
@@ -129,24 +132,30 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
   for (const auto* m : {models_.g.get(), models_.d.get()})
     for (const auto& b : m->buffers())
       if (b.is_floating_point()) float_buffers_.push_back(b);
-  stats_ = torch::zeros({kNumStats}, torch::kFloat64);
+  stats_ = torch::zeros({kNumStats}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
 }
 
-bool GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix) {
+bool GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in) {
   const auto t0 = Clock::now();
+  const torch::Tensor real = real_in.to(device_), z = z_in.to(device_), penalty_mix = penalty_mix_in.to(device_);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
-  torch::Tensor fake;
+  torch::Tensor fake, real_logits, fake_logits;
   {
-    torch::NoGradGuard no_grad;
-    fake = models_.generate(z);
+    AutocastGuard autocast(device_, bf16_);
+    {
+      torch::NoGradGuard no_grad;
+      fake = models_.generate(z);
+    }
+    d_opt_->zero_grad();
+    // Losses in fp32 whatever the forward passes ran in.
+    real_logits = models_.discriminate(real).to(torch::kFloat32);
+    fake_logits = models_.discriminate(fake).to(torch::kFloat32);
   }
-  d_opt_->zero_grad();
-  const torch::Tensor real_logits = models_.discriminate(real);
-  const torch::Tensor fake_logits = models_.discriminate(fake);
   torch::Tensor loss = discriminator_loss(loss_, real_logits, fake_logits);
   torch::Tensor reported = loss;
   if (loss_ == LossKind::kWganGp && gp_weight_ > 0) {
-    loss = loss + gp_weight_ * gradient_penalty(models_.discriminate, real, fake, penalty_mix);
+    // The penalty's double backward runs in fp32: a gradient norm is what bf16 rounds worst.
+    loss = loss + gp_weight_ * gradient_penalty(models_.discriminate, real, fake.to(torch::kFloat32), penalty_mix);
     reported = loss;
   }
   d_reducer_->prepare();
@@ -173,13 +182,19 @@ bool GanStep::d_update(const torch::Tensor& real, const torch::Tensor& z, const 
   return finite;
 }
 
-bool GanStep::g_update(const torch::Tensor& z) {
+bool GanStep::g_update(const torch::Tensor& z_in) {
   const auto t0 = Clock::now();
+  const torch::Tensor z = z_in.to(device_);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
   set_d_trainable(false);
   g_opt_->zero_grad();
-  const torch::Tensor fake = models_.generate(z);
-  const torch::Tensor loss = generator_loss(loss_, models_.discriminate(fake));
+  torch::Tensor fake, logits;
+  {
+    AutocastGuard autocast(device_, bf16_);
+    fake = models_.generate(z);
+    logits = models_.discriminate(fake).to(torch::kFloat32);
+  }
+  const torch::Tensor loss = generator_loss(loss_, logits);
   g_reducer_->prepare();
   poison_if_nonfinite(loss).backward();
   const auto t1 = Clock::now();

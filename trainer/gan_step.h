@@ -81,6 +81,8 @@ class GanStep {
   GanModels models_;
   LossKind loss_;
   double gp_weight_;
+  torch::Device device_;  // where the models live; inputs arrive on the host or there
+  bool bf16_;             // train.precision: bf16 autocast around the forward passes
   comm::Communicator& comm_;
   std::unique_ptr<torch::optim::Adam> g_opt_, d_opt_;
   std::unique_ptr<comm::GradientReducer> g_reducer_, d_reducer_;

@@ -20,6 +20,7 @@
 #include "datasets/stream.h"
 #include "gantry_version.h"
 #include "trainer/checkpoint.h"
+#include "trainer/device.h"
 #include "trainer/gan_step.h"
 #include "trainer/images.h"
 #include "trainer/latent.h"
@@ -180,7 +181,7 @@ void save_weights(const GanModels& m, const fs::path& path) {
 void write_samples(GanModels& m, const torch::Tensor& z_fixed, const fs::path& path) {
   torch::NoGradGuard no_grad;
   m.g->eval();
-  const torch::Tensor images = m.generate(z_fixed);
+  const torch::Tensor images = m.generate(z_fixed.to(m.g->parameters().front().device()));
   m.g->train();
   write_image_grid(images, 8, 8, path.string());
 }
@@ -250,13 +251,16 @@ int threads_per_rank(const comm::ProcessInfo& info) {
 void train(const Config& config, comm::Runtime& runtime, const std::string& resume) {
   // ---- init ------------------------------------------------------------------------------------
   const auto& proc = runtime.info();
-  // The models live on the CPU (gantry has no train.device yet), so `auto` picks MPI; asking
-  // for NCCL without a GPU is a clear error here.
+  // train.device: the local rank's GPU, or the CPU (cuda without a GPU is a config error, the
+  // same on every rank). comm.backend auto then picks NCCL for CUDA models and MPI for CPU ones;
+  // asking for NCCL without a GPU is a clear error here.
+  const torch::Device device = resolve_device(config, proc.local_rank);
+  configure_backends(config);
   // A collective blocked longer than comm.timeout_s reports the ranks that have not arrived and
   // aborts the job, rather than hanging it (declared first: it outlives the communicator).
   std::unique_ptr<comm::Watchdog> watchdog;
   if (config.comm.timeout_s > 0) watchdog = std::make_unique<comm::Watchdog>(runtime, config.comm.timeout_s);
-  auto comm = comm::make_communicator(runtime, comm::parse_backend(config.comm.backend), /*models_on_cuda=*/false);
+  auto comm = comm::make_communicator(runtime, comm::parse_backend(config.comm.backend), device.is_cuda());
   if (watchdog) comm = comm::watch(std::move(comm), *watchdog);
   const int rank = comm->rank(), world = comm->world_size();
   const bool rank0 = rank == 0;
@@ -292,7 +296,10 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     };
     dataset = datasets::open_dataset(spec);
     *opened = true;
-    gan = std::make_unique<GanStep>(make_models(config, dataset->shape()), config, *comm);
+    GanModels made = make_models(config, dataset->shape());
+    made.g->to(device);
+    made.d->to(device);
+    gan = std::make_unique<GanStep>(std::move(made), config, *comm);
     datasets::StreamOptions stream_options{static_cast<int>(config.data.workers),
                                            static_cast<int>(config.data.prefetch), config.data.hflip};
     stream_options.device = gan->models().g->parameters().front().device();  // CUDA: pinned batches
@@ -469,6 +476,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       torch::Tensor stats = gan->take_stats();
       if (metrics.rank) record_nonfinite(*metrics.rank, stats);  // this rank's own, before the all-reduce
       comm->all_reduce(stats, comm::ReduceOp::kSum);
+      stats = stats.cpu();
       torch::Tensor data_wait = torch::tensor({stream->take_wait_seconds()}, torch::kFloat64);
       comm->all_reduce(data_wait, comm::ReduceOp::kAverage);
       const auto s = stats.accessor<double, 1>();

@@ -28,7 +28,8 @@ monitoring::StepSample step_sample(const GanStep& gan, const UpdateTimes& t,
 }
 
 void record_nonfinite(monitoring::RankMetrics& rank, const torch::Tensor& local_stats) {
-  const auto s = local_stats.accessor<double, 1>();
+  const torch::Tensor host = local_stats.cpu();
+  const auto s = host.accessor<double, 1>();
   rank.add_nonfinite(monitoring::kGenerator, static_cast<int64_t>(s[kGNonFinite]));
   rank.add_nonfinite(monitoring::kDiscriminator, static_cast<int64_t>(s[kDNonFinite]));
 }

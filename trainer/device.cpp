@@ -1,0 +1,76 @@
+// Implements: train.device, train.precision and train.deterministic (see device.h).
+#include "trainer/device.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
+namespace gantry {
+namespace {
+
+// LibTorch 2.4 replaced the per-device autocast setters with ones that take the device type.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool autocast_enabled(c10::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
+void set_autocast(c10::DeviceType t, bool on) { at::autocast::set_autocast_enabled(t, on); }
+at::ScalarType autocast_dtype(c10::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
+void set_autocast_dtype(c10::DeviceType t, at::ScalarType d) { at::autocast::set_autocast_dtype(t, d); }
+#else
+bool autocast_enabled(c10::DeviceType t) {
+  return t == c10::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+void set_autocast(c10::DeviceType t, bool on) {
+  if (t == c10::kCUDA) at::autocast::set_enabled(on);
+  else at::autocast::set_cpu_enabled(on);
+}
+at::ScalarType autocast_dtype(c10::DeviceType t) {
+  return t == c10::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+}
+void set_autocast_dtype(c10::DeviceType t, at::ScalarType d) {
+  if (t == c10::kCUDA) at::autocast::set_autocast_gpu_dtype(d);
+  else at::autocast::set_autocast_cpu_dtype(d);
+}
+#endif
+
+}  // namespace
+
+torch::Device resolve_device(const Config& config, int local_rank) {
+  const std::string& want = config.train.device;
+  if (want == "cpu") return torch::kCPU;
+  const bool cuda = torch::cuda::is_available();
+  if (!cuda) {
+    if (want == "auto") return torch::kCPU;
+    throw ConfigError("config error: " + config.where("train.device") +
+                      ": train.device: cuda, but no CUDA device is usable here (" +
+                      (torch::cuda::device_count() == 0 && !at::hasCUDA()
+                           ? std::string("this LibTorch was built without CUDA")
+                           : std::string("no GPU is visible to this process")) +
+                      "); use train.device: auto or cpu, or build against a CUDA LibTorch");
+  }
+  const int gpus = static_cast<int>(torch::cuda::device_count());
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % gpus));
+}
+
+void configure_backends(const Config& config) {
+  auto& context = at::globalContext();
+  context.setBenchmarkCuDNN(!config.train.deterministic);
+  context.setDeterministicCuDNN(config.train.deterministic);
+}
+
+AutocastGuard::AutocastGuard(torch::Device device, bool enabled)
+    : type_(device.type()), enabled_(enabled), previous_(false), previous_dtype_(at::kBFloat16) {
+  if (!enabled_) return;
+  previous_ = autocast_enabled(type_);
+  previous_dtype_ = autocast_dtype(type_);
+  set_autocast_dtype(type_, at::kBFloat16);
+  set_autocast(type_, true);
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!enabled_) return;
+  // Leaving the outermost autocast region frees the bf16 copies of the weights cached inside it.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast(type_, previous_);
+  set_autocast_dtype(type_, previous_dtype_);
+}
+
+}  // namespace gantry

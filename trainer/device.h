@@ -1,0 +1,38 @@
+// Implements: where a rank's models live and how they compute: train.device (auto | cpu | cuda,
+// one GPU per local rank), train.precision (bf16 autocast around the forward passes; weights,
+// optimizer state and losses stay fp32) and train.deterministic (cuDNN's algorithm choice). The
+// autocast calls are the one place LibTorch 1.13 and 2.x spell differently.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+#include "trainer/config.h"
+
+namespace gantry {
+
+// The device for train.device on the rank with this local rank. auto: cuda:(local_rank % GPUs)
+// when CUDA is available, else the CPU. cuda without a usable GPU is a ConfigError naming the key.
+torch::Device resolve_device(const Config& config, int local_rank);
+
+// Sets cuDNN's flags for train.deterministic (benchmark mode only when it is false).
+void configure_backends(const Config& config);
+
+// While alive, forward passes on `device` run in bf16 where autocast's op lists allow (matmuls,
+// convolutions) and in fp32 elsewhere. Nests; a disabled guard does nothing.
+class AutocastGuard {
+ public:
+  AutocastGuard(torch::Device device, bool enabled);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  c10::DeviceType type_;
+  bool enabled_;
+  bool previous_;
+  at::ScalarType previous_dtype_;
+};
+
+}  // namespace gantry
