@@ -125,6 +125,11 @@ StateDict read_shards(const fs::path& dir, const Manifest& manifest, const std::
   return out;
 }
 
+// "step-" and eight digits: what step_dir_name() makes.
+bool is_step_dir_name(const std::string& name) {
+  return name.size() == 13 && name.rfind("step-", 0) == 0 && name.find_first_not_of("0123456789", 5) == std::string::npos;
+}
+
 // Every rank's error (empty: none) joined into one message, or "" when all succeeded.
 std::string agree(comm::Communicator& comm, const std::string& error) {
   const auto errors = comm.all_gather(error);
@@ -148,8 +153,7 @@ std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(checkpoints_dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (!entry.is_directory() || name.size() != 13 || name.rfind("step-", 0) != 0) continue;
-    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    if (!entry.is_directory() || !is_step_dir_name(name)) continue;
     found.emplace_back(std::stoll(name.substr(5)), entry.path().string());
   }
   std::sort(found.rbegin(), found.rend());
@@ -164,7 +168,7 @@ std::string read_latest(const std::string& checkpoints_dir) {
   std::string name;
   if (!(in >> name)) throw CheckpointError(file.string() + ": missing or empty");
   // Only ever a step-NNNNNNNN sibling: `latest` never points out of the checkpoints folder.
-  if (name.size() != 13 || name.rfind("step-", 0) != 0 || name.find_first_not_of("0123456789", 5) != std::string::npos)
+  if (!is_step_dir_name(name))
     throw CheckpointError(file.string() + ": '" + name.substr(0, 64) + "' is not a step-NNNNNNNN checkpoint name");
   return (fs::path(checkpoints_dir) / name).string();
 }

@@ -302,7 +302,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     gan = std::make_unique<GanStep>(std::move(made), config, *comm);
     datasets::StreamOptions stream_options{static_cast<int>(config.data.workers),
                                            static_cast<int>(config.data.prefetch), config.data.hflip};
-    stream_options.device = gan->models().g->parameters().front().device();  // CUDA: pinned batches
+    stream_options.device = device;  // CUDA: pinned batches
     stream = std::make_unique<datasets::DataStream>(dataset, config.train.batch_size, rank, world, seed, stream_options);
     if (resume.empty() && !checkpoint::list_checkpoints((run_dir / "checkpoints").string()).empty())
       throw ConfigError("run.dir " + run_dir.string() + " already holds checkpoints: continue it with --resume auto, " +
