@@ -60,7 +60,8 @@ GaussianFit fit_gaussian(const torch::Tensor& features) {
 
 torch::Tensor sqrtm_psd(const torch::Tensor& a) {
   const torch::Tensor sym = (a + a.t()) * 0.5;
-  const auto [values, vectors] = torch::linalg::eigh(sym, "L");
+  // ATen's spelling: LibTorch 2.x's <torch/torch.h> no longer declares torch::linalg.
+  const auto [values, vectors] = at::linalg_eigh(sym, "L");
   return (vectors * values.clamp_min(0).sqrt().unsqueeze(0)).matmul(vectors.t());
 }
 
@@ -68,7 +69,7 @@ double frechet_distance(const GaussianFit& a, const GaussianFit& b) {
   torch::NoGradGuard no_grad;
   const torch::Tensor root_a = sqrtm_psd(a.cov);
   const torch::Tensor inner = root_a.matmul(b.cov).matmul(root_a);
-  const torch::Tensor tr_sqrt = torch::linalg::eigvalsh((inner + inner.t()) * 0.5, "L").clamp_min(0).sqrt().sum();
+  const torch::Tensor tr_sqrt = at::linalg_eigvalsh((inner + inner.t()) * 0.5, "L").clamp_min(0).sqrt().sum();
   const double mean_term = (a.mean - b.mean).pow(2).sum().item<double>();
   return mean_term + (a.cov.trace() + b.cov.trace() - 2 * tr_sqrt).item<double>();
 }

@@ -171,7 +171,10 @@ TEST(Sample, LoadsTheCheckpointsGenerator) {
   const torch::Tensor z = eval::sample_latents(1, 5, 8);
   torch::NoGradGuard no_grad;
   f.models.g->eval();
-  EXPECT_TRUE(torch::equal(eval::generate(gan, z, 2), f.models.generate(z)));
+  // The loaded weights are the trained ones: the same batch gives the same bits.
+  EXPECT_TRUE(torch::equal(eval::generate(gan, z, 5), f.models.generate(z)));
+  // In batches of 2, BLAS may pick other kernels (LibTorch 2.11 does): equal within rounding.
+  EXPECT_TRUE(torch::allclose(eval::generate(gan, z, 2), f.models.generate(z), 1e-5, 1e-6));
 }
 
 TEST(Sample, GridSizesAndDeterminism) {
