@@ -82,6 +82,13 @@ class NcclCommunicator final : public Communicator {
       throw CommError(std::string("comm.backend nccl: no CUDA device is visible to rank ") +
                       std::to_string(runtime.info().rank) + " (cudaGetDeviceCount: " +
                       (rc == cudaSuccess ? "0 devices" : cudaGetErrorString(rc)) + "); use comm.backend: mpi");
+    // NCCL refuses two ranks on one GPU, but only deep inside ncclCommInitRank and with a bare
+    // "invalid usage". Every rank of the node sees the same counts, so all of them throw here.
+    if (runtime.info().local_size > devices)
+      throw CommError("comm.backend nccl: " + std::to_string(runtime.info().local_size) + " ranks on node " +
+                      runtime.info().host + " but " + std::to_string(devices) +
+                      " visible GPU(s); NCCL needs one GPU per rank. Start at most " + std::to_string(devices) +
+                      " ranks per node, or train on the CPU (train.device: cpu, comm.backend: mpi)");
     device_ = runtime.info().local_rank % devices;
     GANTRY_CUDA_CHECK(cudaSetDevice(device_));
     ncclUniqueId id;

@@ -3,8 +3,12 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include "comm/communicator.h"
 #include "trainer/config.h"
+#include "trainer/gan_step.h"
+#include "trainer/latent.h"
 
 namespace gantry::testing {
 
@@ -17,6 +21,32 @@ inline Config small_dcgan_config(const std::string& loss = "non-saturating") {
   c.model.dcgan.d_width = 4;
   c.train.loss = loss;
   return c;
+}
+
+// Ten D and G updates of the small DCGAN on `device`, reduced through `comm` with overlap on or
+// off and tiny buckets (many per backward), each rank on its own rows of seeded data; returns
+// every parameter of G then D, on the CPU. The same seed gives the same initial models.
+inline std::vector<torch::Tensor> train_small_dcgan(comm::Communicator& comm, bool overlap, torch::Device device) {
+  Config c = small_dcgan_config("non-saturating");
+  c.comm.overlap = overlap ? "true" : "false";
+  c.comm.bucket_mb = 0.002;
+  c.comm.first_bucket_mb = 0.0005;
+  GanModels m = make_models(c, {1, 28, 28});
+  m.g->to(device);
+  m.d->to(device);
+  GanStep step(std::move(m), c, comm);
+  const int r = comm.rank();
+  for (int64_t s = 0; s < 10; ++s) {
+    const torch::Tensor real = latent_rows(7, random::kLatent, s, 4 * r, 4, 784).tanh().view({4, 1, 28, 28});
+    const torch::Tensor z = latent_rows(1, random::kLatent, s, 4 * r, 4, 8);
+    step.d_update(real, z, uniform_rows(1, random::kPenaltyMix, s, 4 * r, 4));
+    step.g_update(z);
+    step.sync_buffers();
+  }
+  std::vector<torch::Tensor> params;
+  for (const auto& p : step.models().g->parameters()) params.push_back(p.detach().cpu());
+  for (const auto& p : step.models().d->parameters()) params.push_back(p.detach().cpu());
+  return params;
 }
 
 }  // namespace gantry::testing

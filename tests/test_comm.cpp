@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "comm/communicator.h"
+#include "tests/mpi_test_main.h"
 #include "comm/reducer.h"
 
 using namespace gantry::comm;
@@ -121,21 +122,4 @@ TEST(MpiCommunicator, StridedTensorsAreRefusedWithAClearError) {
   }
 }
 
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  Runtime runtime(&argc, &argv);
-  g_runtime = &runtime;
-  // Only rank 0 prints the usual report; every rank's failures still fail the run.
-  if (runtime.info().rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int rc = RUN_ALL_TESTS();
-  // A failure on any rank fails every rank, so mpirun reports it.
-  int failed = rc != 0;
-  auto comm = make();
-  const auto all = comm->all_gather_value<int>(failed);
-  for (int f : all) failed |= f;
-  if (failed && runtime.info().rank == 0) std::fprintf(stderr, "comm tests failed on some rank\n");
-  return failed;
-}
+int main(int argc, char** argv) { return gantry::testing::run_mpi_tests(argc, argv, g_runtime, "comm"); }

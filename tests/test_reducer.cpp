@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "comm/communicator.h"
+#include "tests/mpi_test_main.h"
 #include "comm/reducer.h"
 #include "tests/small_models.h"
 #include "trainer/gan_step.h"
@@ -217,24 +218,7 @@ TEST(Reducer, WganGpDoubleBackwardIsReducedOncePerUpdate) {
 // and data: the parameters come out bit-identical (at two ranks; see below for more).
 TEST(Reducer, OverlapOnAndOffGiveBitIdenticalParameters) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
-  const int r = comm->rank();
-  auto train = [&](bool overlap) {
-    Config c = gantry::testing::small_dcgan_config("non-saturating");
-    c.comm.overlap = overlap ? "true" : "false";
-    c.comm.bucket_mb = 0.002;
-    c.comm.first_bucket_mb = 0.0005;
-    GanStep step(make_models(c, {1, 28, 28}), c, *comm);  // same seed: same initial models
-    for (int64_t s = 0; s < 10; ++s) {
-      const torch::Tensor real = latent_rows(7, random::kLatent, s, 4 * r, 4, 784).tanh().view({4, 1, 28, 28});
-      const torch::Tensor z = latent_rows(1, random::kLatent, s, 4 * r, 4, 8);
-      step.d_update(real, z, uniform_rows(1, random::kPenaltyMix, s, 4 * r, 4));
-      step.g_update(z);
-      step.sync_buffers();
-    }
-    std::vector<torch::Tensor> params = step.models().g->parameters();
-    for (const auto& p : step.models().d->parameters()) params.push_back(p);
-    return params;
-  };
+  auto train = [&](bool overlap) { return gantry::testing::train_small_dcgan(*comm, overlap, torch::kCPU); };
   const auto on = train(true), off = train(false);
   ASSERT_EQ(on.size(), off.size());
   // Two ranks' sum a + b does not depend on how the gradients were bucketed. From three ranks on,
@@ -250,18 +234,5 @@ TEST(Reducer, OverlapOnAndOffGiveBitIdenticalParameters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  comm::Runtime runtime(&argc, &argv);
-  g_runtime = &runtime;
-  torch::set_num_threads(1);
-  if (runtime.info().rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int rc = RUN_ALL_TESTS();
-  int failed = rc != 0;
-  auto comm = comm::make_mpi_communicator(runtime);
-  for (int f : comm->all_gather_value<int>(failed)) failed |= f;
-  if (failed && runtime.info().rank == 0) std::fprintf(stderr, "reducer tests failed on some rank\n");
-  return failed;
+  return gantry::testing::run_mpi_tests(argc, argv, g_runtime, "reducer", [] { torch::set_num_threads(1); });
 }
