@@ -4,15 +4,19 @@
 #
 #   scripts/gpu_check.sh fetch-debs DIR   on a Debian machine with apt: downloads the .deb files of
 #                                         the libraries gantry needs beyond LibTorch into DIR
-#   scripts/gpu_check.sh run [DIR]        on the GPU machine: unpacks DIR's .debs into a local
-#                                         prefix when the libraries are not installed, configures
-#                                         gantry against PyTorch's LibTorch
-#                                         (torch.utils.cmake_prefix_path), builds, runs the
-#                                         communicator and reducer tests, the unit tests (their
-#                                         CUDA cases included), np=1 training runs on the GPU with
-#                                         NCCL in fp32 and bf16, the all-reduce benchmark, and the
-#                                         GPU side of bench/compare.sh against that PyTorch;
-#                                         prints a report (also $OUT/gpu_check.txt when OUT is set)
+#   scripts/gpu_check.sh run [DIR [STAGE...]]
+#       on the GPU machine: unpacks DIR's .debs into a local prefix when the libraries are not
+#       installed, configures gantry against PyTorch's LibTorch (torch.utils.cmake_prefix_path)
+#       and the NCCL its wheel loads, builds (every compile error listed), then runs the stages
+#       (all by default):
+#         nccl       test_nccl: the NCCL communicator on CUDA tensors (np 1), and more ranks than
+#                    GPUs as one clear error (np 2)
+#         cuda-unit  the GanStep/precision/device unit tests, whose CUDA cases run here
+#         train      np=1 Fashion-MNIST DCGAN training on the GPU with NCCL, fp32 and bf16
+#         compare    bench/compare.sh --device cuda against that PyTorch, fp32 and bf16
+#         unit       every unit test on this LibTorch
+#         mpi        communicator and reducer tests on CPU tensors, the all-reduce benchmark
+#       prints a report (also $OUT/gpu_check.txt when OUT is set); exits 1 if a stage failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +28,8 @@ PACKAGES=(libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libhwloc15 libev
   libhwloc-plugins
   libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev libpng-dev libpng16-16 libjpeg62-turbo-dev libjpeg62-turbo libxxhash-dev libxxhash0 libstb-dev libstb0
   prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 libcivetweb1
-  libcivetweb-dev libcurl4-openssl-dev libcurl4 libgtest-dev googletest
-  zlib1g-dev ninja-build dataset-fashion-mnist)
+  libcivetweb-dev civetweb libcurl4-openssl-dev libcurl4 libgtest-dev googletest
+  ninja-build dataset-fashion-mnist)
 
 fetch_debs() {
   local dir=$1
@@ -34,79 +38,159 @@ fetch_debs() {
   du -sh "$dir"
 }
 
-# Unpacks every .deb in $1 into $2 (dpkg-deb -x: no scripts run, nothing outside $2 touched).
+# OpenMPI and what only it needs: left out where the machine has an MPI of its own, whose
+# libraries these would shadow on LD_LIBRARY_PATH.
+MPI_DEBS='openmpi|hwloc|libevent|pmix|fabric|ucx|ibverbs|rdmacm|libnl-|psm|xnvctrl|munge|ltdl|libudev|numa|pciaccess'
+
+# A library the machine already has (its header is there) is left out too: a second copy's
+# headers would mix with the machine's (libjpeg's jconfig.h lives in the multiarch folder, so
+# Debian's jpeglib.h met Ubuntu's jconfig.h: "Wrong JPEG library version").
+declare -A HEADER_OF=([libjpeg62-turbo]=jpeglib.h [libpng]=png.h [nlohmann-json3]=nlohmann/json.hpp
+  [libcurl]=x86_64-linux-gnu/curl/curl.h [libgtest]=gtest/gtest.h [googletest]=gtest/gtest.h
+  [libxxhash]=xxhash.h [libyaml-cpp]=yaml-cpp/yaml.h [libstb]=stb/stb_image.h)
+on_machine() {  # deb file name -> whether the machine has that library's header
+  local name=$1 key
+  for key in "${!HEADER_OF[@]}"; do
+    [[ $name == "$key"* ]] && [ -f "/usr/include/${HEADER_OF[$key]}" ] && return 0
+  done
+  return 1
+}
+
+# Unpacks the .debs in $1 into $2 (dpkg-deb -x: no scripts run, nothing outside $2 touched),
+# but for libraries the machine has; with $3 = no-mpi, OpenMPI's are left out too.
 unpack_debs() {
-  local dir=$1 prefix=$2
+  local dir=$1 prefix=$2 mode=${3:-}
   mkdir -p "$prefix"
-  for deb in "$dir"/*.deb; do dpkg-deb -x "$deb" "$prefix"; done
+  for deb in "$dir"/*.deb; do
+    [ "$mode" = no-mpi ] && [[ $(basename "$deb") =~ ^(lib)?($MPI_DEBS) ]] && continue
+    if on_machine "$(basename "$deb")"; then echo "using this machine's $(basename "$deb" | cut -d_ -f1)"; continue; fi
+    dpkg-deb -x "$deb" "$prefix"
+  done
+  [ "$mode" = no-mpi ] && return
   # What update-alternatives would have linked: mpirun, mpiexec, mpicxx, ... -> their .openmpi.
   for tool in "$prefix"/usr/bin/*.openmpi; do ln -sf "$(basename "$tool")" "${tool%.openmpi}"; done
 }
 
+# Stages, in order; `run DIR STAGE...` runs only those named (build always runs first).
+STAGES=(nccl cuda-unit train compare unit mpi)
+
 run_check() {
   local debs=${1:-} out=${OUT:-build-gpu} report
+  shift || true
+  local stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=("${STAGES[@]}")
   mkdir -p "$out"
   report="$out/gpu_check.txt"
   exec > >(tee "$report") 2>&1
   local python=${PYTHON:-python3}
-  echo "== gantry GPU check, $(date -u +%FT%TZ), $(hostname)"
+  echo "== gantry GPU check, $(date -u +%FT%TZ), $(hostname), stages: ${stages[*]}"
   nvidia-smi -L || { echo "no GPU visible (nvidia-smi -L failed)"; exit 1; }
-  local torch_prefix
+  local torch_prefix torch_dir
   torch_prefix=$($python -c 'import torch; print(torch.utils.cmake_prefix_path)')
-  $python -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "devices", torch.cuda.device_count())'
+  torch_dir=$($python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+  $python -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "devices", torch.cuda.device_count(), "NCCL", torch.cuda.nccl.version())'
 
   local prefix_path=$torch_prefix
   export FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist
-  if [ -n "$debs" ] && ! command -v mpirun >/dev/null; then
-    local prefix=$PWD/build-gpu-deps
-    unpack_debs "$debs" "$prefix"
+  if [ -n "$debs" ]; then
+    local prefix=$PWD/build-gpu-deps mode=
+    if command -v mpirun >/dev/null; then
+      mode=no-mpi
+      echo "using this machine's MPI: $(command -v mpirun) ($(mpirun --version 2>&1 | head -1))"
+    fi
+    unpack_debs "$debs" "$prefix" $mode
     [ -d "$prefix$FASHION_MNIST_DIR" ] && FASHION_MNIST_DIR=$prefix$FASHION_MNIST_DIR
     local lib=$prefix/usr/lib/x86_64-linux-gnu
-    export PATH=$prefix/usr/bin:$PATH
-    export LD_LIBRARY_PATH=$lib:$lib/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    export OPAL_PREFIX=$prefix/usr         # relocated OpenMPI finds its components and help files here
-    export OMPI_MCA_plm_rsh_agent=         # no ssh needed for one node
+    export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    if [ -z "$mode" ]; then
+      export PATH=$prefix/usr/bin:$PATH
+      export LD_LIBRARY_PATH=$lib/openmpi/lib:$LD_LIBRARY_PATH
+      export OPAL_PREFIX=$prefix/usr         # relocated OpenMPI finds its components and help files here
+      export OMPI_MCA_plm_rsh_agent=         # no ssh needed for one node
+    fi
     prefix_path="$torch_prefix;$prefix/usr;$lib/cmake"
     echo "dependencies unpacked into $prefix"
   fi
+  # The NCCL that PyTorch's wheel loads (nvidia-nccl-*), so that gantry and LibTorch share one;
+  # else CMake's search (the CUDA toolkit's).
+  local nccl_args=() nccl_dir
+  nccl_dir=$($python -c 'import nvidia.nccl as n; print(list(n.__path__)[0])' 2>/dev/null || true)
+  if [ -n "$nccl_dir" ] && [ -f "$nccl_dir/include/nccl.h" ]; then
+    nccl_args=(-DNCCL_INCLUDE_DIR="$nccl_dir/include" -DNCCL_LIBRARY="$(ls "$nccl_dir"/lib/libnccl.so* | head -1)")
+    export LD_LIBRARY_PATH=$nccl_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  fi
+  export LD_LIBRARY_PATH=$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
   local build=build-gpu
+  echo "== configure and build against $torch_prefix"
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_PREFIX_PATH="$prefix_path" \
-    -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCUDAToolkit_ROOT=/usr/local/cuda
-  cmake --build $build -j "$(nproc)"
+    -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCUDAToolkit_ROOT=/usr/local/cuda "${nccl_args[@]}" \
+    -DGANTRY_USE_CCACHE=OFF
+  # -k 0: every compile error of this LibTorch in one report, not just the first.
+  # A target that fails leaves the others built: the stages that need only those still run.
+  local failed=() stage
+  cmake --build $build -j "$(nproc)" -- -k 0 || failed+=("build")
+  grep -E "GANTRY_TORCH_CUDA=1" $build/build.ninja >/dev/null && echo "comm compiled with GANTRY_TORCH_CUDA=1"
 
   local mpi=(mpirun --oversubscribe); [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
-  echo "== communicator and reducer tests (CPU tensors, MPI)"
-  for np in 1 2; do
-    "${mpi[@]}" -np $np $build/tests/test_comm
-    "${mpi[@]}" -np $np $build/tests/test_reducer
-  done
-  local failed=()
-  echo "== unit tests (Precision.CudaUpdatesMatchTheCpu runs on the GPU here)"
-  ctest --test-dir $build -L unit --output-on-failure || failed+=("unit tests")
-  for precision in fp32 bf16; do
-    echo "== np=1 training on the GPU: Fashion-MNIST DCGAN, train.device cuda, NCCL, $precision"
-    $build/gantry train --config configs/fashion-mnist-dcgan.yaml --set run.dir="$out/cuda-$precision" \
-      --set data.path="$FASHION_MNIST_DIR" --set data.cache_dir="$out/data-cache" \
-      --set train.steps=200 --set train.log_every=50 --set train.device=cuda --set comm.backend=nccl \
-      --set train.precision=$precision || failed+=("cuda training ($precision)")
-  done
-  echo "== all-reduce benchmark (MPI, CPU tensors)"
-  "${mpi[@]}" -np 2 $build/bench/allreduce_bench --max $((64 << 20)) --json "$out/allreduce_mpi.json" ||
-    failed+=("allreduce bench")
-  for precision in fp32 bf16; do
-    echo "== gantry vs PyTorch eager on the GPU ($precision)"
-    PYTHON=$python bench/compare.sh --device cuda --precision $precision $build 3 || failed+=("compare ($precision)")
+  for stage in "${stages[@]}"; do
+    case $stage in
+      nccl)
+        echo "== NCCL communicator on CUDA tensors (np 1), and more ranks than GPUs (np 2)"
+        "${mpi[@]}" -np 1 $build/tests/test_nccl || failed+=("nccl np1")
+        "${mpi[@]}" -np 2 $build/tests/test_nccl || failed+=("nccl np2") ;;
+      cuda-unit)
+        echo "== unit tests that use the GPU"
+        $build/tests/test_gan_step --gtest_filter='*Cuda*:Precision.*:Device.*' || failed+=("cuda unit tests") ;;
+      train)
+        for precision in fp32 bf16; do
+          echo "== np=1 training on the GPU: Fashion-MNIST DCGAN, train.device cuda, NCCL, $precision"
+          $build/gantry train --config configs/fashion-mnist-dcgan.yaml --set run.dir="$out/cuda-$precision" \
+            --set data.path="$FASHION_MNIST_DIR" --set data.cache_dir="$out/data-cache" \
+            --set train.steps=300 --set train.log_every=100 --set train.device=cuda --set comm.backend=nccl \
+            --set train.precision=$precision || failed+=("cuda training ($precision)")
+        done
+        echo "== the same under mpirun -np 2 on one GPU: one clear error expected"
+        if "${mpi[@]}" -np 2 $build/gantry train --config configs/fashion-mnist-dcgan.yaml \
+            --set run.dir="$out/cuda-np2" --set data.path="$FASHION_MNIST_DIR" --set train.steps=10 \
+            --set train.device=cuda; then
+          [ "$(nvidia-smi -L | wc -l)" -lt 2 ] && failed+=("np2 on one GPU did not fail")
+        fi ;;
+      compare)
+        for precision in ${GANTRY_GPU_PRECISIONS:-fp32 bf16}; do
+          echo "== gantry vs PyTorch eager on the GPU ($precision)"
+          PYTHON=$python bench/compare.sh --device cuda --precision $precision $build "${GANTRY_GPU_REPEATS:-2}" ||
+            failed+=("compare ($precision)")
+        done ;;
+      unit)
+        echo "== every unit test on this LibTorch"
+        ctest --test-dir $build -L unit -j 8 --output-on-failure ${GANTRY_GPU_UNIT_REGEX:+-R "$GANTRY_GPU_UNIT_REGEX"} ||
+          failed+=("unit tests") ;;
+      mpi)
+        echo "== communicator and reducer tests (CPU tensors, MPI), all-reduce benchmark"
+        for np in 1 2; do
+          "${mpi[@]}" -np $np $build/tests/test_comm || failed+=("comm np$np")
+          "${mpi[@]}" -np $np $build/tests/test_reducer || failed+=("reducer np$np")
+        done
+        "${mpi[@]}" -np 2 $build/bench/allreduce_bench --max $((64 << 20)) --json "$out/allreduce_mpi.json" ||
+          failed+=("allreduce bench") ;;
+      bt=*)  # bt=TEST_EXE=GTEST_FILTER: a backtrace of a crashing test (cuda-gdb debugs host code too)
+        local exe=${stage#bt=}; exe=${exe%%=*}
+        echo "== backtrace of $exe --gtest_filter=${stage##*=}"
+        cuda-gdb -batch -ex run -ex bt -ex "info sharedlibrary" --args "$build/tests/$exe" --gtest_filter="${stage##*=}" 2>&1 |
+          grep -v "^\[New Thread\|^\[Thread" | head -80 ;;
+      *) echo "unknown stage $stage (stages: ${STAGES[*]})"; exit 2 ;;
+    esac
   done
   echo "== report in $report"
   if [ ${#failed[@]} -gt 0 ]; then
     echo "FAILED: ${failed[*]}"
     exit 1
   fi
+  echo "all stages passed: ${stages[*]}"
 }
 
 case ${1:-} in
   fetch-debs) fetch_debs "${2:?fetch-debs needs a directory}" ;;
-  run) run_check "${2:-}" ;;
+  run) shift; run_check "$@" ;;
   *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

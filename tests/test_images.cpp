@@ -54,6 +54,12 @@ struct Warnings {
       lines.push_back(m);
     };
   }
+  std::string text() {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::string all;
+    for (const auto& l : lines) all += l + "\n";
+    return all;
+  }
 };
 
 std::vector<float> read_all(const Dataset& d) {
@@ -85,7 +91,7 @@ TEST(ImageFolder, MixedPngJpegAndGrayInAnRgbFolder) {
   std::ofstream(dir / "notes.txt") << "not an image";
   Warnings warnings;
   const auto data = open_image_folder(dir.string(), 4, 3, warnings.sink());
-  ASSERT_EQ(data->size(), 3);
+  ASSERT_EQ(data->size(), 3) << warnings.text();
   EXPECT_EQ(data->shape().channels, 3);
   EXPECT_EQ(data->shape().height, 4);
   EXPECT_EQ(data->shape().width, 4);
@@ -160,7 +166,7 @@ TEST(ImageFolder, CorruptFilesAreSkippedWithAWarningNamingThem) {
   write_jpg(dir / "d.jpg", 4, 4, 3, image(4, 4, 3, [](int, int, int c) { return static_cast<uint8_t>(90 + 50 * c); }));
   Warnings warnings;
   const auto data = open_image_folder(dir.string(), 4, 3, warnings.sink());
-  ASSERT_EQ(data->size(), 3) << "a.png, c-cut.png, d.jpg";
+  ASSERT_EQ(data->size(), 3) << "a.png, c-cut.png, d.jpg; " << warnings.text();
   ASSERT_EQ(warnings.lines.size(), 1u);
   EXPECT_NE(warnings.lines[0].find("skipped 1 unreadable image(s) of 4"), std::string::npos) << warnings.lines[0];
   EXPECT_NE(warnings.lines[0].find((dir / "b-garbage.png").string()), std::string::npos) << warnings.lines[0];
