@@ -11,7 +11,7 @@
 #       (all by default):
 #         nccl       test_nccl: the NCCL communicator on CUDA tensors (np 1), and more ranks than
 #                    GPUs as one clear error (np 2)
-#         cuda-unit  the GanStep/precision/device unit tests, whose CUDA cases run here
+#         cuda-unit  the GanStep/precision/device and Adam unit tests, whose CUDA cases run here
 #         train      np=1 Fashion-MNIST DCGAN training on the GPU with NCCL, fp32 and bf16
 #         compare    bench/compare.sh --device cuda against that PyTorch, fp32 and bf16
 #         unit       every unit test on this LibTorch
@@ -140,7 +140,8 @@ run_check() {
         "${mpi[@]}" -np 2 $build/tests/test_nccl || failed+=("nccl np2") ;;
       cuda-unit)
         echo "== unit tests that use the GPU"
-        $build/tests/test_gan_step --gtest_filter='*Cuda*:Precision.*:Device.*' || failed+=("cuda unit tests") ;;
+        $build/tests/test_gan_step --gtest_filter='*Cuda*:Precision.*:Device.*' || failed+=("cuda unit tests")
+        $build/tests/test_adam --gtest_filter='*Cuda*' || failed+=("cuda adam test") ;;
       train)
         for precision in fp32 bf16; do
           echo "== np=1 training on the GPU: Fashion-MNIST DCGAN, train.device cuda, NCCL, $precision"

@@ -39,7 +39,7 @@ TEST(FusedAdam, MatchesLibTorchAdamStepByStep) {
     set_grads(reference, step);
     set_grads(fused, step);
     a.step();
-    EXPECT_EQ(adam_step(b), step > 0);  // the first goes through b.step(): no state yet
+    EXPECT_EQ(adam_step(b), step > 0 ? AdamKernel::kFusedCpu : AdamKernel::kLibTorch);  // the first: no state yet
     for (size_t i = 0; i < reference.size(); ++i) {
       // One multiply-add's rounding per term, relative to the update's size (lr = 2e-3).
       EXPECT_LT((reference[i] - fused[i]).abs().max().item<float>(), 2e-6) << "parameter " << i << ", step " << step;
@@ -63,7 +63,51 @@ TEST(FusedAdam, WeightDecayGoesThroughLibTorch) {
     set_grads(reference, step);
     set_grads(fused, step);
     a.step();
-    EXPECT_FALSE(adam_step(b));
+    EXPECT_EQ(adam_step(b), AdamKernel::kLibTorch);
   }
   for (size_t i = 0; i < reference.size(); ++i) EXPECT_TRUE(torch::equal(reference[i], fused[i])) << i;
+}
+
+// The multi-tensor step runs LibTorch's ops in Adam::step's order, so on the CPU (one tensor at
+// a time) it is bit-identical to it, state included.
+TEST(MultiTensorAdam, IsLibTorchsAdamBitForBitOnTheCpu) {
+  auto reference = make_params();
+  auto multi = clone(reference);
+  const auto options = torch::optim::AdamOptions(2e-3).betas(std::make_tuple(0.5, 0.999));
+  torch::optim::Adam a(reference, options), b(multi, options);
+  for (int step = 0; step < 20; ++step) {
+    set_grads(reference, step);
+    set_grads(multi, step);
+    a.step();
+    if (step == 0) b.step();  // creates the state
+    else multi_tensor_adam_step(b);
+    for (size_t i = 0; i < reference.size(); ++i)
+      EXPECT_TRUE(torch::equal(reference[i], multi[i])) << "parameter " << i << ", step " << step;
+  }
+  for (size_t i = 0; i + 1 < reference.size(); ++i) {
+    const auto& sa = static_cast<torch::optim::AdamParamState&>(*a.state().at(optimizer_state_key(a.state(), reference[i])));
+    const auto& sb = static_cast<torch::optim::AdamParamState&>(*b.state().at(optimizer_state_key(b.state(), multi[i])));
+    EXPECT_EQ(sb.step(), 20);
+    EXPECT_TRUE(torch::equal(sa.exp_avg(), sb.exp_avg()));
+    EXPECT_TRUE(torch::equal(sa.exp_avg_sq(), sb.exp_avg_sq()));
+  }
+}
+
+// On a GPU, adam_step takes the multi-tensor kernels; they fuse the multiply-adds, so they
+// match LibTorch's per-parameter ops to rounding (the fused CPU loop's bound). Skipped without CUDA.
+TEST(MultiTensorAdam, CudaMatchesLibTorchsAdam) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto reference = make_params();
+  std::vector<torch::Tensor> multi;
+  for (const auto& p : reference) multi.push_back(p.detach().to(torch::kCUDA).requires_grad_());
+  const auto options = torch::optim::AdamOptions(2e-3).betas(std::make_tuple(0.5, 0.999));
+  torch::optim::Adam a(reference, options), b(multi, options);
+  for (int step = 0; step < 20; ++step) {
+    set_grads(reference, step);
+    for (size_t i = 0; i + 1 < multi.size(); ++i) multi[i].mutable_grad() = reference[i].grad().to(torch::kCUDA);
+    a.step();
+    EXPECT_EQ(adam_step(b), step > 0 ? AdamKernel::kMultiTensor : AdamKernel::kLibTorch);
+    for (size_t i = 0; i < reference.size(); ++i)
+      EXPECT_LT((reference[i] - multi[i].cpu()).abs().max().item<float>(), 2e-6) << "parameter " << i << ", step " << step;
+  }
 }

@@ -3,7 +3,11 @@
 
 #include <ATen/Parallel.h>
 
+#include <array>
 #include <cmath>
+#include <map>
+#include <optional>
+#include <vector>
 
 namespace gantry {
 namespace {
@@ -31,12 +35,73 @@ bool needs_libtorch_step(torch::optim::Adam& opt) {
   return false;
 }
 
+// Whether every parameter with a gradient lives on one non-CPU device with float32 parameter,
+// gradient and moments, has its state, and no group uses weight decay or AMSGrad: then the
+// multi-tensor step applies.
+bool multi_tensor_ok(torch::optim::Adam& opt) {
+  const auto& state = opt.state();
+  std::optional<torch::Device> device;
+  for (auto& group : opt.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
+    if (o.weight_decay() != 0 || o.amsgrad()) return false;
+    for (const auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      if (p.device().is_cpu() || (device && p.device() != *device)) return false;
+      device = p.device();
+      if (p.scalar_type() != torch::kFloat32 || p.grad().scalar_type() != torch::kFloat32 || p.grad().is_sparse())
+        return false;
+      if (state.find(optimizer_state_key(state, p)) == state.end()) return false;
+    }
+  }
+  return device.has_value();
+}
+
 }  // namespace
 
-bool adam_step(torch::optim::Adam& opt) {
+void multi_tensor_adam_step(torch::optim::Adam& opt) {
+  auto& state = opt.state();
+  torch::NoGradGuard no_grad;
+  for (auto& group : opt.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
+    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+    // Parameters that have taken the same number of steps share the bias corrections (all of
+    // them, unless one missed a gradient).
+    std::map<int64_t, std::array<std::vector<torch::Tensor>, 4>> by_step;  // params, grads, m, v
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto& s = static_cast<torch::optim::AdamParamState&>(*state.at(optimizer_state_key(state, p)));
+      s.step(s.step() + 1);
+      auto& lists = by_step[s.step()];
+      lists[0].push_back(p);
+      lists[1].push_back(p.grad());
+      lists[2].push_back(s.exp_avg());
+      lists[3].push_back(s.exp_avg_sq());
+    }
+    for (auto& [step, lists] : by_step) {
+      auto& [params, grads, m, v] = lists;
+      const double bias1 = 1 - std::pow(beta1, static_cast<double>(step));
+      const double bias2 = 1 - std::pow(beta2, static_cast<double>(step));
+      // LibTorch's Adam::step, op for op, each over the whole list at once.
+      at::_foreach_mul_(m, beta1);
+      at::_foreach_add_(m, grads, 1 - beta1);
+      at::_foreach_mul_(v, beta2);
+      at::_foreach_addcmul_(v, grads, grads, 1 - beta2);
+      std::vector<torch::Tensor> denom = at::_foreach_sqrt(v);
+      at::_foreach_div_(denom, std::sqrt(bias2));
+      at::_foreach_add_(denom, o.eps());
+      at::_foreach_addcdiv_(params, m, denom, -o.lr() / bias1);
+    }
+  }
+}
+
+AdamKernel adam_step(torch::optim::Adam& opt) {
+  if (multi_tensor_ok(opt)) {
+    multi_tensor_adam_step(opt);
+    return AdamKernel::kMultiTensor;
+  }
   if (needs_libtorch_step(opt)) {
     opt.step();
-    return false;
+    return AdamKernel::kLibTorch;
   }
   auto& state = opt.state();
   torch::NoGradGuard no_grad;
@@ -70,7 +135,7 @@ bool adam_step(torch::optim::Adam& opt) {
       });
     }
   }
-  return true;
+  return AdamKernel::kFusedCpu;
 }
 
 }  // namespace gantry

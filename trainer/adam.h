@@ -1,7 +1,7 @@
-// Implements: Adam's update fused into one pass over each parameter's memory, for the step
-// gantry takes, and the version-agnostic lookup of LibTorch's per-parameter Adam state.
-// LibTorch's Adam::step makes six passes (and a temporary) per parameter; the fused loop reads
-// the parameter, gradient and both moments once and writes them once.
+// Implements: the Adam step gantry takes: fused into one pass over each parameter's memory on
+// the CPU, multi-tensor (foreach) kernels over the whole list on a GPU; and the version-agnostic
+// lookup of LibTorch's per-parameter Adam state. LibTorch's Adam::step makes six passes (and a
+// temporary) per parameter, each a kernel launch on a GPU.
 #pragma once
 
 #include <torch/torch.h>
@@ -26,12 +26,24 @@ typename Map::key_type optimizer_state_key(const Map&, const torch::Tensor& para
   }
 }
 
+// Which loop took an Adam step.
+enum class AdamKernel { kLibTorch, kFusedCpu, kMultiTensor };
+
 // One Adam step of `opt`, the same update as torch::optim::Adam::step() to float rounding:
 // m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g²; p -= lr / (1 - b1^t) · m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-// Float32 CPU parameters with contiguous gradients take the fused loop; anything else (CUDA,
-// weight decay, AMSGrad, a parameter's first step) goes through opt.step(). The state stays
-// LibTorch's, so checkpoints and opt.step() see the same exp_avg, exp_avg_sq and step.
-// Returns whether the fused loop took the step.
-bool adam_step(torch::optim::Adam& opt);
+// - kFusedCpu: float32 CPU parameters with contiguous gradients, one pass over each parameter.
+// - kMultiTensor: float32 parameters on one GPU: LibTorch's ops over the whole parameter list at
+//   once (at::_foreach_*, multi-tensor kernels: a handful of launches per step instead of about
+//   eight per parameter, as PyTorch's default CUDA Adam).
+// - kLibTorch: anything else (weight decay, AMSGrad, a parameter's first step) goes through
+//   opt.step().
+// The state stays LibTorch's, so checkpoints and opt.step() see the same exp_avg, exp_avg_sq and
+// step.
+AdamKernel adam_step(torch::optim::Adam& opt);
+
+// The kMultiTensor step, on whatever device the parameters are (on the CPU its ops run one
+// tensor at a time, the same ops as Adam::step: bit-identical there). Every parameter with a
+// gradient must have its state; no weight decay or AMSGrad.
+void multi_tensor_adam_step(torch::optim::Adam& opt);
 
 }  // namespace gantry
