@@ -148,8 +148,17 @@ bool GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, 
     }
     d_opt_->zero_grad();
     // Losses in fp32 whatever the forward passes ran in.
-    real_logits = models_.discriminate(real).to(torch::kFloat32);
-    fake_logits = models_.discriminate(fake).to(torch::kFloat32);
+    if (models_.d_per_sample) {
+      // One forward over both halves (bench/RESULTS.md: the MLP's D update gains from the larger
+      // matrix products). fake may be bf16 under autocast: widening it is exact.
+      const torch::Tensor logits =
+          models_.discriminate(torch::cat({real, fake.to(real.scalar_type())})).to(torch::kFloat32);
+      real_logits = logits.slice(0, 0, real.size(0));
+      fake_logits = logits.slice(0, real.size(0));
+    } else {
+      real_logits = models_.discriminate(real).to(torch::kFloat32);
+      fake_logits = models_.discriminate(fake).to(torch::kFloat32);
+    }
   }
   torch::Tensor loss = discriminator_loss(loss_, real_logits, fake_logits);
   torch::Tensor reported = loss;

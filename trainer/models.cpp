@@ -137,6 +137,7 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
     m.d = d.ptr();
     m.generate = [g](const torch::Tensor& z) mutable { return g->forward(z); };
     m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
+    m.d_per_sample = true;
   } else {
     if (!is_mnist_shape(shape) && !is_cifar_shape(shape))
       throw ConfigError("config error: " + config.where("model.arch") +
@@ -144,11 +145,13 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
                         std::to_string(shape.height) + "x" + std::to_string(shape.width) + "x" +
                         std::to_string(shape.channels));
     DcganGenerator g(mc.z_dim, mc.dcgan.g_width, shape);
-    DcganDiscriminator d(mc.dcgan.d_width, shape, config.train.loss != "wgan-gp");
+    const bool batch_norm = config.train.loss != "wgan-gp";
+    DcganDiscriminator d(mc.dcgan.d_width, shape, batch_norm);
     m.g = g.ptr();
     m.d = d.ptr();
     m.generate = [g](const torch::Tensor& z) mutable { return g->forward(z); };
     m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
+    m.d_per_sample = !batch_norm;
   }
   return m;
 }

@@ -46,6 +46,10 @@ struct GanModels {
   std::shared_ptr<torch::nn::Module> d;
   std::function<torch::Tensor(const torch::Tensor&)> generate;       // z [N, z_dim] -> x [N, C, H, W]
   std::function<torch::Tensor(const torch::Tensor&)> discriminate;   // x -> logits [N]
+  // Whether D scores each sample on its own (no BatchNorm or other batch-coupled layer). Then a D
+  // update may score real and fake images in one forward pass: the same logits, one set of
+  // larger matrix products instead of two.
+  bool d_per_sample = false;
 };
 
 // Builds the configured architecture for records of `shape`, initialised from `seed` so that all
