@@ -5,8 +5,8 @@
 # REPEATS times per case; prints images/s of both (medians) and the ratio gantry / PyTorch
 # (median, min, max over the paired runs). gantry's figure is its log line's img_per_s over the
 # whole loop (reading data included, the final checkpoint excluded); the reference's is its loop.
-# For the DCGAN it also prints the achieved GFLOP/s (FLOPs derived in pytorch_reference.py) as a
-# fraction of this CPU's measured matmul GFLOP/s at the same thread count.
+# It also prints the achieved GFLOP/s of both (FLOPs derived in pytorch_reference.py) as a fraction
+# of this CPU's measured matmul GFLOP/s at the same thread count: the ceiling of either side.
 # GPU side (scripts/gpu_check.sh): --device cuda [--precision bf16] runs both on the GPU against
 # that machine's PyTorch ($PYTHON), one thread, with cuDNN benchmark mode on both sides; gantry's
 # figure is then its second log line (the second half of the run) and the reference leaves as
@@ -69,17 +69,16 @@ for line in open(sys.argv[1]):
     arch, batch, threads, gantry, ref = line.split(" ", 4)
     cases.setdefault((arch, int(batch), int(threads)), []).append((float(gantry), json.loads(ref)))
 print(f"device {sys.argv[2]}, precision {sys.argv[3]}")
-print(f"{'case':22} {'gantry img/s':>12} {'pytorch img/s':>13} {'ratio median':>12} {'min':>6} {'max':>6}  dcgan GFLOP/s (of matmul)")
+print(f"{'case':22} {'gantry img/s':>12} {'pytorch img/s':>13} {'ratio median':>12} {'min':>6} {'max':>6}  GFLOP/s (of matmul)")
 for key in sorted(cases):
     runs = cases[key]
     ratios = sorted(g / r["img_per_s"] for g, r in runs)
     g_med = statistics.median(g for g, _ in runs)
     r_med = statistics.median(r["img_per_s"] for _, r in runs)
-    extra = ""
-    if key[0] == "dcgan":
-        flop = runs[0][1]["step_gflop_per_image"]
-        mm = statistics.median(r["matmul_gflops"] for _, r in runs)
-        extra = f"  gantry {g_med * flop:.1f}, pytorch {r_med * flop:.1f} of {mm:.1f} ({100 * g_med * flop / mm:.0f} %)"
+    flop = runs[0][1]["step_gflop_per_image"]
+    mm = statistics.median(r["matmul_gflops"] for _, r in runs)
+    extra = (f"  gantry {g_med * flop:.1f} ({100 * g_med * flop / mm:.0f} %), "
+             f"pytorch {r_med * flop:.1f} ({100 * r_med * flop / mm:.0f} %) of {mm:.1f}")
     print(f"{key[0]:5} b{key[1]:<4} {key[2]} thread(s) {g_med:12.0f} {r_med:13.0f} {statistics.median(ratios):12.2f} "
           f"{ratios[0]:6.2f} {ratios[-1]:6.2f}{extra}")
 EOF

@@ -6,7 +6,7 @@ non-saturating loss written with softplus as trainer/losses.cpp, the same update
 trainer/gan_step.cpp (D on real and detached fakes, then G through a frozen D), Adam with the
 same hyper-parameters, real Fashion-MNIST batches read from the Debian package's IDX file, and the
 same intra-op thread count. Prints one JSON line: images per second over the timed steps, and
-for the DCGAN the step's FLOP count (derived below) with the CPU's measured matmul GFLOP/s.
+the step's FLOP count per image (derived below) with the device's measured matmul GFLOP/s.
 
 Debian's python3-torch is the same LibTorch (1.13) that gantry links, so the difference is the
 framework around the kernels. On a GPU machine (--device cuda, optionally --precision bf16: autocast
@@ -76,6 +76,24 @@ def dcgan_step_flops(z_dim, w):
          2 * 2 * w * 7 * 7 * w * 4 * 4 +                  # -> 2w x 7x7
          2 * 1 * 1 * 1 * 2 * w * 7 * 7)                   # -> 1 x 1x1
     return 8 * d + 4 * g
+
+
+def mlp_step_flops(z_dim, image=784):
+    """Multiply-adds x 2 of one image through one D update and one G update of the MLP GAN.
+
+    A linear layer's forward is 2 in out FLOPs per image; its weight gradient costs as much, and so
+    does its input gradient, which is not needed for the first layer of the network being updated
+    (its input is data or z). Biases and activations are left out. D update: G forward (no grad),
+    D forward on real and fake, weight gradients and input gradients but the first on both.
+    G update: G forward, D forward, D's input gradients only (D is frozen, its input is G's
+    output), G's weight gradients and its input gradients but the first.
+    """
+    g = [(z_dim, 256), (256, 512), (512, image)]
+    d = [(image, 512), (512, 256), (256, 128), (128, 1)]
+    fwd = lambda layers: sum(2 * i * o for i, o in layers)
+    d_update = fwd(g) + 2 * (fwd(d) + fwd(d) + fwd(d[1:]))
+    g_update = fwd(g) + fwd(d) + fwd(d) + fwd(g) + fwd(g[1:])
+    return d_update + g_update
 
 
 def synchronize(device):
@@ -164,9 +182,9 @@ def main():
            "precision": args.precision, "steps": args.steps, "seconds": seconds,
            "img_per_s": args.steps * b / seconds, "torch": torch.__version__,
            "final_losses": [float(d_loss), float(g_loss)]}
-    if args.arch == "dcgan":
-        out["step_gflop_per_image"] = dcgan_step_flops(z_dim, args.width) / 1e9
-        out["matmul_gflops"] = matmul_gflops(
+    flops = dcgan_step_flops(z_dim, args.width) if args.arch == "dcgan" else mlp_step_flops(z_dim)
+    out["step_gflop_per_image"] = flops / 1e9
+    out["matmul_gflops"] = matmul_gflops(
             device, torch.bfloat16 if args.precision == "bf16" and device.type == "cuda" else torch.float32)
     print(json.dumps(out))
 
