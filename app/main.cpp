@@ -182,7 +182,8 @@ int main(int argc, char** argv) {
       if (rank0) std::fputs(gantry::to_yaml(config).c_str(), stdout);
       return 0;
     }
-    gantry::train(config, runtime, args.resume);
+    // eval.frechet_every measures with gantry eval's classifier (rank 0 builds it).
+    gantry::train(config, runtime, args.resume, [&config] { return gantry::eval::make_frechet_probe(config, std::cout); });
     return 0;
   } catch (const UsageError& e) {
     if (rank0) std::fprintf(stderr, "gantry: %s\n%s", e.what(), kUsage);

@@ -157,6 +157,34 @@ std::string classifier_cache(const EvalData& data) {
 
 }  // namespace
 
+std::function<double(GanModels&)> make_frechet_probe(const Config& config, std::ostream& log) {
+  const EvalData data = open_eval_data(config, "");
+  log << "gantry: eval.frechet_every: Fréchet distance every " << config.eval.frechet_every << " steps, "
+      << config.eval.frechet_samples << " samples of G against " << data.test->size() << " records of "
+      << data.test->name() << "\n";
+  auto classifier = std::make_shared<Classifier>(
+      load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin),
+                               labelled(*data.test, data.test_spec, data.test_begin), classifier_cache(data),
+                               static_cast<uint64_t>(config.run.seed), EvalOptions{}.classifier_epochs, log));
+  log << "gantry: feature classifier " << classifier->path << (classifier->cached ? " (cached)" : " (trained now)")
+      << ", test accuracy " << fixed(100 * classifier->test_accuracy, 2) << " %\n";
+  auto test = std::make_shared<GaussianFit>(
+      fit_gaussian(classifier_features(*classifier, read_records(*data.test, 0, data.test->size()))));
+  const torch::Tensor z = sample_latents(static_cast<uint64_t>(config.run.seed), config.eval.frechet_samples,
+                                         config.model.z_dim);
+  return [classifier, test, z](GanModels& models) {
+    torch::NoGradGuard no_grad;
+    const torch::Device device = models.g->parameters().front().device();
+    const bool training = models.g->is_training();
+    models.g->eval();
+    std::vector<torch::Tensor> images;
+    for (int64_t lo = 0; lo < z.size(0); lo += 500)
+      images.push_back(models.generate(z.slice(0, lo, lo + 500).to(device)).to(torch::kCPU, torch::kFloat32));
+    models.g->train(training);
+    return frechet_distance(fit_gaussian(classifier_features(*classifier, torch::cat(images))), *test);
+  };
+}
+
 nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
   if (o.metric != "parzen" && o.metric != "frechet" && o.metric != "fid")
     throw UsageError("--metric must be parzen, frechet or fid, got '" + o.metric + "'");

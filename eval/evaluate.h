@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -13,6 +14,7 @@
 
 #include "datasets/dataset.h"
 #include "trainer/config.h"
+#include "trainer/models.h"
 
 namespace gantry::eval {
 
@@ -45,6 +47,13 @@ struct EvalOptions {
 
 // Prints the result and appends it to <run.dir>/eval.jsonl; returns that JSON line.
 nlohmann::json run_eval(const EvalOptions& options, std::ostream& out);
+
+// eval.frechet_every's measurement during training, for gantry::train: the classifier of
+// `--metric frechet` (trained now and cached when there is none; its progress goes to `log`) and
+// the fit of the real evaluation records' features are made once; each call generates
+// eval.frechet_samples images from fixed latents with G in eval mode, on G's device, and returns
+// their Fréchet distance to that fit. Throws DataError (no labels) like `gantry eval`.
+std::function<double(GanModels&)> make_frechet_probe(const Config& config, std::ostream& log);
 
 // The run's records split for evaluation. data.holdout > 0: the split's first size - holdout
 // records are `train`, its last `holdout` are `test`. Otherwise the train and test splits.

@@ -149,7 +149,8 @@ JobMetrics::JobMetrics(prometheus::Registry& registry, const BuildInfo& build)
                                 .Name("gantry_checkpoint_last_step")
                                 .Help("Step of the last committed checkpoint (0: none yet)")
                                 .Register(registry)
-                                .Add({})) {
+                                .Add({})),
+      registry_(registry) {
   auto& loss = BuildGauge().Name("gantry_loss").Help("Loss averaged across ranks, per network").Register(registry);
   auto& lr = BuildGauge().Name("gantry_learning_rate").Help("Adam's learning rate, per network").Register(registry);
   auto& norm = BuildGauge()
@@ -185,6 +186,24 @@ JobMetrics::JobMetrics(prometheus::Registry& registry, const BuildInfo& build)
       .Add({{"version", build.version}, {"config_digest", build.config_digest}})
       .Set(1);
   checkpoint_last_success_.SetToCurrentTime();
+}
+
+void JobMetrics::record_frechet_distance(int64_t step, double distance) {
+  if (!frechet_distance_) {
+    frechet_distance_ = &BuildGauge()
+                             .Name("gantry_frechet_distance")
+                             .Help("Fréchet distance of G's samples to the real test images in gantry eval's "
+                                   "classifier features (eval.frechet_every; lower is better)")
+                             .Register(registry_)
+                             .Add({});
+    frechet_step_ = &BuildGauge()
+                         .Name("gantry_frechet_distance_step")
+                         .Help("The step gantry_frechet_distance was measured at")
+                         .Register(registry_)
+                         .Add({});
+  }
+  frechet_distance_->Set(distance);
+  frechet_step_->Set(static_cast<double>(step));
 }
 
 void JobMetrics::record(const JobSample& s) {

@@ -90,6 +90,9 @@ class JobMetrics {
   // stall_seconds: how long training waited for the save (all of it when synchronous).
   void checkpoint_saved(int64_t step, double stall_seconds);
   void checkpoint_failed();
+  // eval.frechet_every's measurement. The gauges (gantry_frechet_distance and the step it was
+  // taken at) exist from the first measurement on: a 0 before it would read as a perfect G.
+  void record_frechet_distance(int64_t step, double distance);
 
   // Upper bounds of the D output histogram's buckets: 0.05, 0.10, ..., 1.0.
   static const std::vector<double>& discriminator_output_buckets();
@@ -105,6 +108,9 @@ class JobMetrics {
   prometheus::Gauge& checkpoint_last_step_;
   prometheus::Counter* checkpoint_success_ = nullptr;
   prometheus::Counter* checkpoint_failure_ = nullptr;
+  prometheus::Registry& registry_;
+  prometheus::Gauge* frechet_distance_ = nullptr;
+  prometheus::Gauge* frechet_step_ = nullptr;
 };
 
 }  // namespace gantry::monitoring

@@ -3,7 +3,8 @@
 # (2,000 test records held out), then: `gantry sample` writes a grid of the asked size, the same
 # bytes for the same seed and others for another seed; `--interpolate` writes rows x cols cells;
 # `gantry eval --metric parzen` prints mean ± standard error with the real-data reference and
-# appends one record to <run.dir>/eval.jsonl; a missing checkpoint is one clear error.
+# appends one record to <run.dir>/eval.jsonl; a missing checkpoint is one clear error; and
+# eval.frechet_every measures during training (eval.jsonl, console, gantry_frechet_distance).
 # Usage: eval_e2e.sh GANTRY CONFIGS
 set -u
 gantry=$1 configs=$2
@@ -44,5 +45,35 @@ check "eval parzen: one record in eval.jsonl" \
 check "a missing checkpoint: non-zero exit and one line naming it" \
   bash -c "[ \$(grep -c gantry '$work/missing.txt') = 1 ] && grep -q '$work/nope' '$work/missing.txt'"
 
-[ $failures -eq 0 ] && echo "all sample/eval checks passed" || { cat "$work/train.txt" "$work/parzen.txt" "$work/sample.txt"; echo "$failures sample/eval check(s) failed"; }
+# eval.frechet_every during training: a record in eval.jsonl at each multiple and at the end, the
+# console line, and the gauge on the metrics endpoint (checked against eval.jsonl's last value).
+probe="$work/probe"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$gantry" train --config "$configs/fashion-mnist-dcgan.yaml" --set model.arch=mlp --set train.steps=25 \
+  --set train.batch_size=64 --set train.log_every=10 --set train.sample_every=0 --set data.split=test \
+  --set data.holdout=2000 --set data.cache_dir="$work/cache" --set eval.frechet_every=10 \
+  --set eval.frechet_samples=500 --set monitoring.port=$port --set monitoring.bind=127.0.0.1 \
+  --set monitoring.linger_s=3 --set run.dir="$probe" > "$work/probe.txt" 2>&1 &
+train_pid=$!
+scraped=""
+for _ in $(seq 600); do  # until the run's last measurement is on the endpoint (at most 60 s)
+  scraped=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' \
+    "http://127.0.0.1:$port/metrics" 2>/dev/null)
+  grep -q '^gantry_frechet_distance_step 25' <<<"$scraped" && break
+  sleep 0.1
+done
+wait $train_pid
+check "eval.frechet_every=10: the run finishes" test $? = 0
+check "eval.frechet_every=10: records at steps 10, 20 and 25 (the end) in eval.jsonl, positive distances" \
+  python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]
+assert [x["step"] for x in r]==[10,20,25] and all(x["frechet_distance"]>0 and x["samples"]==500 for x in r), r' \
+  "$probe/eval.jsonl"
+check "eval.frechet_every=10: the classifier is trained once and cached in data.cache_dir" \
+  bash -c "ls '$work/cache'/gantry-classifier-* > /dev/null && [ \$(grep -c 'Fréchet distance at step' '$work/probe.txt') = 3 ]"
+last=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])["frechet_distance"])' "$probe/eval.jsonl" 2>/dev/null)
+check "eval.frechet_every=10: gantry_frechet_distance on /metrics is the last measurement ($last)" \
+  python3 -c 'import sys; v=[float(l.split()[1]) for l in sys.argv[1].splitlines() if l.startswith("gantry_frechet_distance ")]
+assert len(v)==1 and abs(v[0]-float(sys.argv[2]))<=1e-6*abs(v[0]), (v, sys.argv[2])' "$scraped" "$last"
+
+[ $failures -eq 0 ] && echo "all sample/eval checks passed" || { cat "$work/train.txt" "$work/parzen.txt" "$work/sample.txt" "$work/probe.txt"; echo "$failures sample/eval check(s) failed"; }
 exit $failures

@@ -131,6 +131,11 @@ TEST(Config, CrossKeyChecks) {
   const auto f = write_yaml("cross.yaml", "data:\n  name: gaussian1d\nmodel:\n  arch: dcgan\n");
   EXPECT_NE(error_of(f).find(f + ":4: model.arch: gaussian1d data needs model.arch mlp"), std::string::npos)
       << error_of(f);
+  const auto g = write_yaml("frechet.yaml", "data:\n  name: images\neval:\n  frechet_every: 100\n");
+  EXPECT_NE(error_of(g).find(g + ":4: eval.frechet_every: the Fréchet distance needs a labelled dataset"),
+            std::string::npos) << error_of(g);
+  const auto h = write_yaml("frechet-ok.yaml", "data:\n  name: mnist\neval:\n  frechet_every: 100\n");
+  EXPECT_EQ(load_config(h, {}).eval.frechet_every, 100);
 }
 
 TEST(Config, BatchNotDivisibleByWorldNamesKey) {

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -205,6 +206,18 @@ TEST(JobMetrics, StatisticsHistogramCheckpointsAndBuildInfo) {
   EXPECT_EQ(build.gauge.value, 1);
   EXPECT_EQ(label(build, "version"), "1.2.3");
   EXPECT_EQ(label(build, "config_digest"), "abcdef");
+
+  // eval.frechet_every: no gauge before the first measurement (a 0 would read as a perfect G).
+  auto named = [&](const std::string& name) {
+    return std::count_if(all.begin(), all.end(), [&](const auto& f) { return f.name == name; });
+  };
+  EXPECT_EQ(named("gantry_frechet_distance"), 0);
+  job.record_frechet_distance(500, 12.5);
+  job.record_frechet_distance(1000, 7.25);
+  all = registry.Collect();
+  EXPECT_EQ(type_of(all, "gantry_frechet_distance"), MetricType::Gauge);
+  EXPECT_EQ(metric(all, "gantry_frechet_distance").gauge.value, 7.25);
+  EXPECT_EQ(metric(all, "gantry_frechet_distance_step").gauge.value, 1000);
 }
 
 // One real step on a world of 1, recorded the way train() records it: the registry's loss is

@@ -200,6 +200,8 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("monitoring.bind", monitoring.bind,
                    [](const std::string& v) { return v.empty() ? "must not be empty (0.0.0.0: every interface)" : ""; }),
       GANTRY_FIELD("monitoring.linger_s", monitoring.linger_s, at_least(0.0)),
+      GANTRY_FIELD("eval.frechet_every", eval.frechet_every, at_least<int64_t>(0)),
+      GANTRY_FIELD("eval.frechet_samples", eval.frechet_samples, at_least<int64_t>(2)),
   };
   return fields;
 }
@@ -340,6 +342,11 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
   if (config.data.name == "gaussian1d" && config.model.arch != "mlp")
     throw ConfigError("config error: " + config.where("model.arch") +
                       ": model.arch: gaussian1d data needs model.arch mlp, got '" + config.model.arch + "'");
+  if (config.eval.frechet_every > 0 && config.data.name != "mnist" && config.data.name != "fashion-mnist" &&
+      config.data.name != "cifar10")
+    throw ConfigError("config error: " + config.where("eval.frechet_every") + ": eval.frechet_every: the Fréchet " +
+                      "distance needs a labelled dataset (mnist, fashion-mnist, cifar10) to train its feature " +
+                      "classifier on; data.name is '" + config.data.name + "'");
   if (config.data.name != "gaussian1d" && config.data.path.empty())
     throw ConfigError("config error: " + config.where("data.path") + ": data.path: must name the " +
                       config.data.name + " directory");
@@ -354,10 +361,11 @@ void validate_for_world(const Config& config, int world_size) {
 }
 
 std::string config_digest(const Config& config) {
-  // Only what decides the results: where metrics are served and how many threads decode batches
-  // may change across a resume without the training changing.
+  // Only what decides the results: where metrics are served, how many threads decode batches and
+  // what is measured may change across a resume without the training changing.
   Config c = config;
   c.monitoring = MonitoringConfig{};
+  c.eval = EvalConfig{};  // measuring changes no weight
   c.data.workers = DataConfig{}.workers;
   c.data.prefetch = DataConfig{}.prefetch;
   c.data.cache_dir.clear();

@@ -100,6 +100,13 @@ struct MonitoringConfig {
   double linger_s = 0;            // keep serving this long after the last step (final scrapes)
 };
 
+// Sample quality measured while training (rank 0): the Fréchet distance of `gantry eval --metric
+// frechet`, in the same classifier's features, exported as gantry_frechet_distance.
+struct EvalConfig {
+  int64_t frechet_every = 0;       // every N steps and at the end; 0: never
+  int64_t frechet_samples = 5000;  // samples of G per measurement
+};
+
 struct AdamConfig {
   double lr = 2e-4;
   double beta1 = 0.5;
@@ -120,6 +127,7 @@ struct Config {
   CheckpointConfig checkpoint;
   CommConfig comm;
   MonitoringConfig monitoring;
+  EvalConfig eval;
 
   // Where each key's value came from ("run.yaml:12", "--set", or "default"), for error messages
   // raised after parsing, such as a batch size that the world size does not divide.
@@ -135,7 +143,7 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
 std::string to_yaml(const Config& config);
 
 // A short hex digest of the resolved config's training keys (recorded in checkpoints and
-// metrics); the monitoring keys and the loader's thread counts are left out.
+// metrics); the monitoring and eval keys and the loader's thread counts are left out.
 std::string config_digest(const Config& config);
 
 // Checks that need the job's shape; throws ConfigError naming the key.

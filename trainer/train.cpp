@@ -248,7 +248,7 @@ int threads_per_rank(const comm::ProcessInfo& info) {
   return std::max(1, cores / std::max(1, info.local_size));
 }
 
-void train(const Config& config, comm::Runtime& runtime, const std::string& resume) {
+void train(const Config& config, comm::Runtime& runtime, const std::string& resume, const QualityProbeFactory& frechet) {
   // ---- init ------------------------------------------------------------------------------------
   const auto& proc = runtime.info();
   // train.device: the local rank's GPU, or the CPU (cuda without a GPU is a config error, the
@@ -328,6 +328,14 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     reporter->message("gantry: metrics at http://" + addresses.front() + "/metrics (rank 0); Prometheus targets in " +
                       targets.string());
   }
+  // eval.frechet_every: rank 0 prepares the measurement once (its classifier is trained on first
+  // use, then cached); the other ranks wait here.
+  QualityProbe probe;
+  if (config.eval.frechet_every > 0)
+    on_all_ranks(*comm, [&] {
+      if (!frechet) throw ConfigError("config error: eval.frechet_every: no Fréchet measurement in this program");
+      if (rank0) probe = frechet();
+    });
   reporter->message("gantry: " + std::to_string(world) + " rank(s), " + std::to_string(torch::get_num_threads()) +
                     " thread(s) each, " + dataset->name() + " (" + std::to_string(dataset->size()) +
                     " records), " + config.model.arch + ", " + config.train.loss + ", global batch " +
@@ -504,6 +512,21 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     }
     if (rank0 && images && config.train.sample_every > 0 && (done % config.train.sample_every == 0 || last))
       write_samples(models, z_fixed, run_dir / "samples" / (step_name(done) + ".png"));
+    if (probe && (done % config.eval.frechet_every == 0 || last)) {
+      // G in eval mode, from fixed latents; the other ranks wait at the next collective.
+      const auto t0 = Clock::now();
+      const double distance = probe(models);
+      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      char text[160];
+      std::snprintf(text, sizeof text, "gantry: Fréchet distance at step %lld: %.3f (%lld samples of G, %.1f s)",
+                    static_cast<long long>(done), distance, static_cast<long long>(config.eval.frechet_samples), seconds);
+      reporter->message(text);
+      if (metrics.job) metrics.job->record_frechet_distance(done, distance);
+      const nlohmann::json record = {{"metric", "frechet"}, {"during_training", true}, {"step", done},
+                                     {"frechet_distance", distance}, {"samples", config.eval.frechet_samples},
+                                     {"seconds", seconds}};
+      std::ofstream(run_dir / "eval.jsonl", std::ios::app) << record.dump() << "\n";
+    }
     if (config.train.consistency_every > 0 && done % config.train.consistency_every == 0)
       check_replicas(*comm, models, done);
     stop_signal = agreed_stop_signal(*comm);

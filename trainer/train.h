@@ -2,11 +2,13 @@
 // check replicas) and finish.
 #pragma once
 
+#include <functional>
 #include <stdexcept>
 #include <string>
 
 #include "comm/communicator.h"
 #include "trainer/config.h"
+#include "trainer/models.h"
 
 namespace gantry {
 
@@ -20,8 +22,17 @@ class JobError : public std::runtime_error {
 // Intra-op threads for this rank: the cores this process may use, shared by the ranks on its node.
 int threads_per_rank(const comm::ProcessInfo& info);
 
+// Sample quality of the live models, measured on rank 0 (eval.frechet_every): a function of G,
+// which it must leave as it found it.
+using QualityProbe = std::function<double(GanModels&)>;
+// Builds the probe once, on rank 0 only, before training starts (it may train a classifier).
+using QualityProbeFactory = std::function<QualityProbe()>;
+
 // `resume`: "" (a fresh run), "auto" (the newest checkpoint that verifies, if any) or a checkpoint
 // directory. Returns normally also when SIGTERM/SIGUSR1 stopped the run after a checkpoint.
-void train(const Config& config, comm::Runtime& runtime, const std::string& resume);
+// `frechet`: how to measure eval.frechet_every's Fréchet distance (app/main.cpp gives eval's);
+// needed when that key is set.
+void train(const Config& config, comm::Runtime& runtime, const std::string& resume,
+           const QualityProbeFactory& frechet = {});
 
 }  // namespace gantry
