@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "trainer/losses.h"
 #include "trainer/models.h"
@@ -91,4 +93,42 @@ TEST(Models, SameSeedSameInitialisation) {
   c.model.arch = "dcgan";
   c.data.name = "fashion-mnist";
   EXPECT_THROW(make_models(c, {1, 20, 20}), ConfigError);
+}
+
+// G's transposed convolutions run through oneDNN in fp32 on the CPU where that is faster
+// (trainer/models.cpp), as the input gradient of a convolution: the same outputs and the same
+// gradients (input and weight) as LibTorch's ConvTranspose2d kernel, within float rounding, for
+// every layer of both DCGAN generators. The layers with 16 or more output channels take that path
+// (their autograd node says so); the last layer (1 or 3 channels) and bf16 autocast keep LibTorch's.
+TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
+  Config c;
+  c.model.arch = "dcgan";
+  c.model.z_dim = 16;
+  c.model.dcgan.g_width = 8;  // channels 32 -> 16 -> (8 ->) 1 or 3
+  for (datasets::RecordShape shape : {datasets::RecordShape{1, 28, 28}, datasets::RecordShape{3, 32, 32}}) {
+    GanModels m = make_models(c, shape);
+    auto net = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(m.g->named_children()["net"]);
+    ASSERT_TRUE(net);
+    std::vector<int64_t> in = {6, 16, 1, 1};
+    int onednn = 0, libtorch = 0;
+    for (auto it = net->begin(); it != net->end(); ++it) {
+      auto* layer = it->ptr()->as<torch::nn::ConvTranspose2d>();
+      if (!layer) continue;
+      const torch::Tensor x = torch::randn(in).requires_grad_();
+      const torch::Tensor fast = it->forward(x);                                          // gantry's
+      const torch::Tensor reference = layer->torch::nn::ConvTranspose2dImpl::forward(x);  // LibTorch's
+      ASSERT_EQ(fast.sizes(), reference.sizes());
+      const std::string node = fast.grad_fn()->name();
+      (node.find("OneDnnTransposedConv") != std::string::npos ? onednn : libtorch) += 1;
+      const torch::Tensor g = torch::randn_like(reference);
+      const auto a = torch::autograd::grad({fast}, {x, layer->weight}, {g});
+      const auto b = torch::autograd::grad({reference}, {x, layer->weight}, {g});
+      EXPECT_TRUE(torch::allclose(fast, reference, 1e-4, 1e-6)) << node << (fast - reference).abs().max();
+      EXPECT_TRUE(torch::allclose(a[0], b[0], 1e-4, 1e-6)) << node << (a[0] - b[0]).abs().max();
+      EXPECT_TRUE(torch::allclose(a[1], b[1], 1e-4, 1e-5)) << node << (a[1] - b[1]).abs().max();
+      in = reference.sizes().vec();
+    }
+    EXPECT_EQ(onednn, 2) << "the layers with 32 and 16 output channels";
+    EXPECT_EQ(libtorch, shape.channels == 1 ? 1 : 2) << "the last layer (and CIFAR's 8-channel one)";
+  }
 }

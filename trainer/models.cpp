@@ -2,6 +2,11 @@
 // (DCGAN: N(0, 0.02) weights, BatchNorm N(1, 0.02), as Radford et al.).
 #include "trainer/models.h"
 
+#include <ATen/autocast_mode.h>
+
+#include <array>
+#include <tuple>
+
 namespace gantry {
 namespace nn = torch::nn;
 
@@ -42,9 +47,64 @@ torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x) {
 
 namespace {
 
-nn::ConvTranspose2d up(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
-  return nn::ConvTranspose2d(
-      nn::ConvTranspose2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
+// A transposed convolution is the input gradient of the convolution with the same weight, and its
+// backward is that convolution (input gradient) and the convolution's weight gradient taken with
+// the roles of input and output swapped. LibTorch 1.13 runs ConvTranspose2d through its own
+// im2col + GEMM kernels on the CPU; these three run through oneDNN, as D's convolutions do.
+struct OneDnnTransposedConv : torch::autograd::Function<OneDnnTransposedConv> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               int64_t stride, int64_t padding) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    const int64_t h = (x.size(2) - 1) * stride - 2 * padding + w.size(2);
+    const int64_t wd = (x.size(3) - 1) * stride - 2 * padding + w.size(3);
+    const torch::Tensor output_shape = x.new_empty({1}).expand({x.size(0), w.size(1), h, wd});  // sizes only
+    return std::get<0>(at::convolution_backward(x, output_shape, w, c10::nullopt, {stride, stride},
+                                                {padding, padding}, {1, 1}, false, {0, 0}, 1, {true, false, false}));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const int64_t stride = ctx->saved_data["stride"].toInt(), padding = ctx->saved_data["padding"].toInt();
+    const torch::Tensor g = grads[0].contiguous();
+    torch::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) dx = at::conv2d(g, saved[1], {}, stride, padding);
+    if (ctx->needs_input_grad(1))
+      dw = std::get<1>(at::convolution_backward(saved[0], g, saved[1], c10::nullopt, {stride, stride},
+                                                {padding, padding}, {1, 1}, false, {0, 0}, 1, {false, true, false}));
+    return {dx, dw, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// G's transposed convolutions: the same module and parameters as ConvTranspose2d (checkpoints are
+// unchanged), run as OneDnnTransposedConv for fp32 on the CPU where that is faster. Measured
+// (bench/RESULTS.md): 1.35-2.4x for the wide layers, 0.39x for the last one (1 or 3 output
+// channels), which therefore stays on LibTorch's kernel, as does bf16 autocast.
+struct UpConvImpl : nn::ConvTranspose2dImpl {
+  explicit UpConvImpl(const nn::ConvTranspose2dOptions& o) : nn::ConvTranspose2dImpl(o) {}
+
+  torch::Tensor forward(const torch::Tensor& x, const c10::optional<at::IntArrayRef>& output_size = c10::nullopt) {
+    const auto& o = options;
+    const auto& stride = *o.stride();
+    const auto& padding = *c10::get<torch::ExpandingArray<2>>(o.padding());
+    const bool onednn = !output_size && x.is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kFloat32 &&
+                        weight.scalar_type() == torch::kFloat32 && !at::autocast::is_cpu_enabled() &&
+                        o.out_channels() >= 16 && o.groups() == 1 && !bias.defined() && stride[0] == stride[1] &&
+                        padding[0] == padding[1] && *o.dilation() == std::array<int64_t, 2>{1, 1} &&
+                        *o.output_padding() == std::array<int64_t, 2>{0, 0};
+    if (!onednn) return nn::ConvTranspose2dImpl::forward(x, output_size);
+    return OneDnnTransposedConv::apply(x, weight, stride[0], padding[0]);
+  }
+
+ protected:
+  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(c10::optional<at::IntArrayRef>())})
+};
+TORCH_MODULE(UpConv);
+
+UpConv up(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
+  return UpConv(nn::ConvTranspose2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
 }
 
 nn::Conv2d down(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias) {
