@@ -119,11 +119,16 @@ AdamKernel adam_step(torch::optim::Adam& opt) {
       const float step_size = static_cast<float>(o.lr() / bias1);
       const float inv_sqrt_bias2 = static_cast<float>(1 / std::sqrt(bias2));
       const float eps = static_cast<float>(o.eps());
-      float* param = p.data_ptr<float>();
-      const float* grad = p.grad().data_ptr<float>();
-      float* m = s.exp_avg().data_ptr<float>();
-      float* v = s.exp_avg_sq().data_ptr<float>();
-      at::parallel_for(0, p.numel(), 16384, [&](int64_t begin, int64_t end) {
+      float* param_data = p.data_ptr<float>();
+      const float* grad_data = p.grad().data_ptr<float>();
+      float* m_data = s.exp_avg().data_ptr<float>();
+      float* v_data = s.exp_avg_sq().data_ptr<float>();
+      at::parallel_for(0, p.numel(), 16384, [=](int64_t begin, int64_t end) {
+        // Four distinct buffers, and sqrt without errno (trainer/CMakeLists.txt): the loop vectorises.
+        float* __restrict param = param_data;
+        const float* __restrict grad = grad_data;
+        float* __restrict m = m_data;
+        float* __restrict v = v_data;
         for (int64_t i = begin; i < end; ++i) {
           const float g = grad[i];
           const float mi = m[i] * b1 + g * one_minus_b1;
