@@ -4,19 +4,28 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
-namespace gantry {
-namespace {
-
-// LibTorch 2.4 replaced the per-device autocast setters with ones that take the device type.
+// LibTorch 2.4 replaced the per-device autocast functions with ones that take the device type.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define GANTRY_AUTOCAST_BY_DEVICE_TYPE 1
+#endif
+
+namespace gantry {
+
+#ifdef GANTRY_AUTOCAST_BY_DEVICE_TYPE
 bool autocast_enabled(c10::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
-void set_autocast(c10::DeviceType t, bool on) { at::autocast::set_autocast_enabled(t, on); }
-at::ScalarType autocast_dtype(c10::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
-void set_autocast_dtype(c10::DeviceType t, at::ScalarType d) { at::autocast::set_autocast_dtype(t, d); }
 #else
 bool autocast_enabled(c10::DeviceType t) {
   return t == c10::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
 }
+#endif
+
+namespace {
+
+#ifdef GANTRY_AUTOCAST_BY_DEVICE_TYPE
+void set_autocast(c10::DeviceType t, bool on) { at::autocast::set_autocast_enabled(t, on); }
+at::ScalarType autocast_dtype(c10::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
+void set_autocast_dtype(c10::DeviceType t, at::ScalarType d) { at::autocast::set_autocast_dtype(t, d); }
+#else
 void set_autocast(c10::DeviceType t, bool on) {
   if (t == c10::kCUDA) at::autocast::set_enabled(on);
   else at::autocast::set_cpu_enabled(on);

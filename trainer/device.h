@@ -19,6 +19,9 @@ torch::Device resolve_device(const Config& config, int local_rank);
 // Sets cuDNN's flags for train.deterministic (benchmark mode only when it is false).
 void configure_backends(const Config& config);
 
+// Whether autocast is on for this device type now.
+bool autocast_enabled(c10::DeviceType type);
+
 // While alive, forward passes on `device` run in bf16 where autocast's op lists allow (matmuls,
 // convolutions) and in fp32 elsewhere. Nests; a disabled guard does nothing.
 class AutocastGuard {

@@ -2,10 +2,10 @@
 // (DCGAN: N(0, 0.02) weights, BatchNorm N(1, 0.02), as Radford et al.).
 #include "trainer/models.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <array>
 #include <tuple>
+
+#include "trainer/device.h"
 
 namespace gantry {
 namespace nn = torch::nn;
@@ -90,7 +90,7 @@ struct UpConvImpl : nn::ConvTranspose2dImpl {
     const auto& stride = *o.stride();
     const auto& padding = *c10::get<torch::ExpandingArray<2>>(o.padding());
     const bool onednn = !output_size && x.is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kFloat32 &&
-                        weight.scalar_type() == torch::kFloat32 && !at::autocast::is_cpu_enabled() &&
+                        weight.scalar_type() == torch::kFloat32 && !autocast_enabled(c10::kCPU) &&
                         o.out_channels() >= 16 && o.groups() == 1 && !bias.defined() && stride[0] == stride[1] &&
                         padding[0] == padding[1] && *o.dilation() == std::array<int64_t, 2>{1, 1} &&
                         *o.output_padding() == std::array<int64_t, 2>{0, 0};
