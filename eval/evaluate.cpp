@@ -155,6 +155,12 @@ std::string classifier_cache(const EvalData& data) {
   return (fs::path(home ? home : ".") / ".cache" / "gantry" / file).string();
 }
 
+// "<cache file> (cached|trained now), test accuracy NN.NN %"
+std::string describe(const Classifier& c) {
+  return c.path + (c.cached ? " (cached)" : " (trained now)") + ", test accuracy " + fixed(100 * c.test_accuracy, 2) +
+         " %";
+}
+
 }  // namespace
 
 std::function<double(GanModels&)> make_frechet_probe(const Config& config, std::ostream& log) {
@@ -166,22 +172,17 @@ std::function<double(GanModels&)> make_frechet_probe(const Config& config, std::
       load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin),
                                labelled(*data.test, data.test_spec, data.test_begin), classifier_cache(data),
                                static_cast<uint64_t>(config.run.seed), EvalOptions{}.classifier_epochs, log));
-  log << "gantry: feature classifier " << classifier->path << (classifier->cached ? " (cached)" : " (trained now)")
-      << ", test accuracy " << fixed(100 * classifier->test_accuracy, 2) << " %\n";
+  log << "gantry: feature classifier " << describe(*classifier) << "\n";
   auto test = std::make_shared<GaussianFit>(
       fit_gaussian(classifier_features(*classifier, read_records(*data.test, 0, data.test->size()))));
   const torch::Tensor z = sample_latents(static_cast<uint64_t>(config.run.seed), config.eval.frechet_samples,
                                          config.model.z_dim);
   return [classifier, test, z](GanModels& models) {
-    torch::NoGradGuard no_grad;
-    const torch::Device device = models.g->parameters().front().device();
     const bool training = models.g->is_training();
     models.g->eval();
-    std::vector<torch::Tensor> images;
-    for (int64_t lo = 0; lo < z.size(0); lo += 500)
-      images.push_back(models.generate(z.slice(0, lo, lo + 500).to(device)).to(torch::kCPU, torch::kFloat32));
+    const torch::Tensor images = generate(models, z);
     models.g->train(training);
-    return frechet_distance(fit_gaussian(classifier_features(*classifier, torch::cat(images))), *test);
+    return frechet_distance(fit_gaussian(classifier_features(*classifier, images)), *test);
   };
 }
 
@@ -201,8 +202,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
     Classifier c = load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin),
                                             labelled(*data.test, data.test_spec, data.test_begin),
                                             classifier_cache(data), o.seed, o.classifier_epochs, out);
-    out << "feature classifier: " << c.path << (c.cached ? " (cached)" : " (trained now)") << ", test accuracy "
-        << fixed(100 * c.test_accuracy, 2) << " %\n";
+    out << "feature classifier: " << describe(c) << "\n";
     result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, gan, data, o,
                           "frechet_distance", out);
     result["classifier_accuracy"] = c.test_accuracy;

@@ -58,10 +58,14 @@ TrainedGan load_trained_gan(const std::string& path) {
   return gan;
 }
 
-torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch) {
+torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch) { return generate(gan.models, z, batch); }
+
+torch::Tensor generate(GanModels& models, const torch::Tensor& z, int64_t batch) {
   torch::NoGradGuard no_grad;
+  const torch::Device device = models.g->parameters().front().device();
   std::vector<torch::Tensor> parts;
-  for (int64_t lo = 0; lo < z.size(0); lo += batch) parts.push_back(gan.models.generate(z.slice(0, lo, lo + batch)));
+  for (int64_t lo = 0; lo < z.size(0); lo += batch)
+    parts.push_back(models.generate(z.slice(0, lo, lo + batch).to(device)).to(torch::kCPU, torch::kFloat32));
   return torch::cat(parts);
 }
 

@@ -33,6 +33,9 @@ TrainedGan load_trained_gan(const std::string& path);
 
 // G(z) for z [N, z_dim], batch by batch, without gradients: [N, C, H, W] in [-1, 1].
 torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch = 500);
+// The same for live models, on G's device (z is moved there), returned on the CPU in fp32. G's
+// mode is left as it is (eval mode for statistics, as TrainedGan's).
+torch::Tensor generate(GanModels& models, const torch::Tensor& z, int64_t batch = 500);
 
 // N standard-normal latents, a pure function of (seed, n, z_dim).
 torch::Tensor sample_latents(uint64_t seed, int64_t n, int64_t z_dim);
