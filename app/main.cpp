@@ -21,10 +21,11 @@ namespace {
 constexpr const char* kUsage =
     "usage: gantry train --config FILE [--set key=value]... [--resume auto|CKPT] [--print-config]\n"
     "       gantry inspect CKPT [--against CKPT2]\n"
-    "       gantry sample --checkpoint CKPT --out grid.png [--n 64] [--seed S]\n"
-    "       gantry sample --checkpoint CKPT --out interp.png --interpolate [--rows 8 --cols 10] [--seed S]\n"
+    "       gantry sample --checkpoint CKPT --out grid.png [--n 64] [--seed S] [--generator G]\n"
+    "       gantry sample --checkpoint CKPT --out interp.png --interpolate [--rows 8 --cols 10]\n"
+    "                     [--seed S] [--generator G]\n"
     "       gantry eval --checkpoint CKPT --metric parzen|frechet|fid [--data PATH] [--samples 10000]\n"
-    "                   [--seed S] [--inception FILE (fid)]\n"
+    "                   [--seed S] [--inception FILE (fid)] [--generator G]\n"
     "\n"
     "  Trains a GAN, data-parallel over every process of the launch (mpirun -np N, srun, or one\n"
     "  process on its own). Keys are dotted, as in the YAML file: --set train.steps=300.\n"
@@ -40,7 +41,9 @@ constexpr const char* kUsage =
     "\n"
     "  sample writes a grid of G's samples, or rows of G(z) along lines from z0 to z1 (--interpolate).\n"
     "  eval measures a checkpoint against the run's held-out or test records (README: Evaluation)\n"
-    "  and appends the result to <run.dir>/eval.jsonl. CKPT may be a run directory (its latest).\n";
+    "  and appends the result to <run.dir>/eval.jsonl. CKPT may be a run directory (its latest).\n"
+    "  --generator G    auto (default): G's moving average when the run kept one (train.g_ema_kimg),\n"
+    "                   else G; ema or raw choose.\n";
 
 struct TrainArgs {
   std::string config;
@@ -94,6 +97,7 @@ void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample,
     };
     if (a == "--checkpoint") sample.checkpoint = eval.checkpoint = value();
     else if (a == "--seed") sample.seed = eval.seed = static_cast<uint64_t>(number());
+    else if (a == "--generator") sample.generator = eval.generator = value();
     else if (a == "--out" && !std::strcmp(argv[1], "sample")) sample.out = value();
     else if (a == "--n" && !std::strcmp(argv[1], "sample")) sample.n = number();
     else if (a == "--interpolate" && !std::strcmp(argv[1], "sample")) sample.interpolate = true;

@@ -59,9 +59,22 @@ torch::Tensor read_records(const datasets::Dataset& data, int64_t begin, int64_t
   return out;
 }
 
+namespace {
+
+const std::string& checked_generator(const std::string& g) {
+  if (g != "auto" && g != "ema" && g != "raw") throw UsageError("--generator must be auto, ema or raw, got '" + g + "'");
+  return g;
+}
+
+std::string weights(const TrainedGan& gan) {
+  return gan.generator == "ema" ? "G's moving average" : "G's own weights";
+}
+
+}  // namespace
+
 int64_t run_sample(const SampleOptions& o, std::ostream& out) {
   if (o.out.empty()) throw UsageError("sample needs --out FILE.png");
-  TrainedGan gan = load_trained_gan(o.checkpoint);
+  TrainedGan gan = load_trained_gan(o.checkpoint, checked_generator(o.generator));
   if (gan.shape.height == 1) throw UsageError("sample draws image grids; " + gan.config.data.name + " has no images");
   const int64_t z_dim = gan.config.model.z_dim;
   int64_t rows = 0, cols = 0;
@@ -79,7 +92,7 @@ int64_t run_sample(const SampleOptions& o, std::ostream& out) {
   }
   write_image_grid(generate(gan, z), rows, cols, o.out);
   out << "gantry: " << z.size(0) << " samples (" << rows << " x " << cols << (o.interpolate ? ", interpolated" : "")
-      << ") of " << gan.checkpoint << " (step " << gan.step << ") in " << o.out << "\n";
+      << ") of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan) << ") in " << o.out << "\n";
   return z.size(0);
 }
 
@@ -191,9 +204,10 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
     throw UsageError("--metric must be parzen, frechet or fid, got '" + o.metric + "'");
   if (o.samples < 2) throw UsageError("--samples must be at least 2");
   if (o.metric == "fid" && o.inception.empty()) throw UsageError("--metric fid needs --inception FILE (TorchScript)");
-  TrainedGan gan = load_trained_gan(o.checkpoint);
+  TrainedGan gan = load_trained_gan(o.checkpoint, checked_generator(o.generator));
   const EvalData data = open_eval_data(gan.config, o.data);
-  out << "gantry: " << o.metric << " of " << gan.checkpoint << " (step " << gan.step << "), " << data.test->name()
+  out << "gantry: " << o.metric << " of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan) << "), "
+      << data.test->name()
       << ": " << data.train->size() << " training and " << data.test->size() << " evaluation records\n";
   nlohmann::json result;
   if (o.metric == "parzen") {
@@ -227,6 +241,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
   result["metric"] = o.metric;
   result["checkpoint"] = gan.checkpoint;
   result["step"] = gan.step;
+  result["generator"] = gan.generator;
   result["seed"] = o.seed;
   result["time"] = static_cast<int64_t>(std::time(nullptr));
   std::ofstream log(fs::path(gan.run_dir) / "eval.jsonl", std::ios::app);

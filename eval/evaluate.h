@@ -30,6 +30,7 @@ struct SampleOptions {
   uint64_t seed = 0;
   bool interpolate = false;
   int64_t rows = 8, cols = 10;
+  std::string generator = "auto";  // auto | ema | raw (load_trained_gan)
 };
 
 // Writes the grid; returns the number of images in it.
@@ -43,6 +44,7 @@ struct EvalOptions {
   int64_t samples = 10000;
   uint64_t seed = 0;
   int classifier_epochs = 3;
+  std::string generator = "auto";  // auto | ema | raw (load_trained_gan)
 };
 
 // Prints the result and appends it to <run.dir>/eval.jsonl; returns that JSON line.

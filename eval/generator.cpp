@@ -1,7 +1,9 @@
 // Implements: loading a trained GAN for evaluation, seeded latents and interpolations (see generator.h).
 #include "eval/generator.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <stdexcept>
 
 #include "datasets/random.h"
 #include "trainer/checkpoint.h"
@@ -37,7 +39,9 @@ datasets::RecordShape record_shape(const DataConfig& data) {
   throw ConfigError("unknown dataset '" + data.name + "'");
 }
 
-TrainedGan load_trained_gan(const std::string& path) {
+TrainedGan load_trained_gan(const std::string& path, const std::string& generator) {
+  if (generator != "auto" && generator != "ema" && generator != "raw")
+    throw std::invalid_argument("generator must be auto, ema or raw, got '" + generator + "'");
   TrainedGan gan;
   gan.checkpoint = resolve_checkpoint_dir(path);
   const auto loaded = checkpoint::read_checkpoint(gan.checkpoint);
@@ -51,8 +55,17 @@ TrainedGan load_trained_gan(const std::string& path) {
   gan.step = loaded.manifest.value("step", int64_t{0});
   gan.shape = record_shape(gan.config.data);
   gan.models = make_models(gan.config, gan.shape);
-  load_module(*gan.models.g, "generator/", loaded.state, gan.checkpoint);
+  // G's average has G's architecture: whichever is chosen loads into models.g.
+  const bool has_ema = std::any_of(loaded.state.begin(), loaded.state.end(),
+                                   [](const auto& t) { return t.first.rfind("generator_ema/", 0) == 0; });
+  if (generator == "ema" && !has_ema)
+    throw checkpoint::CheckpointError(gan.checkpoint + ": --generator ema, but this checkpoint holds no average of G " +
+                                      "(its run had train.g_ema_kimg: 0)");
+  gan.generator = generator == "raw" || !has_ema ? "raw" : "ema";
+  load_module(*gan.models.g, gan.generator == "ema" ? "generator_ema/" : "generator/", loaded.state, gan.checkpoint);
   load_module(*gan.models.d, "discriminator/", loaded.state, gan.checkpoint);
+  gan.models.g_ema = nullptr;
+  gan.models.generate_ema = nullptr;
   gan.models.g->eval();
   gan.models.d->eval();
   return gan;

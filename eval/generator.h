@@ -19,7 +19,8 @@ struct TrainedGan {
   std::string run_dir;     // the run's directory (eval.jsonl goes there)
   int64_t step = 0;
   datasets::RecordShape shape;
-  GanModels models;        // in eval mode
+  GanModels models;        // in eval mode; models.g holds the weights chosen (no g_ema)
+  std::string generator;   // which weights models.g holds: "ema" (G's average) or "raw" (G)
 };
 
 // The record shape the run's config gives (28x28x1, 32x32x3, an image folder's resolution and
@@ -27,9 +28,11 @@ struct TrainedGan {
 datasets::RecordShape record_shape(const DataConfig& data);
 
 // `path`: a checkpoint directory, a checkpoints folder or a run directory (follows `latest`).
-// Throws CheckpointError (missing or corrupt checkpoint, a model that does not fit) or
-// ConfigError (the run's config.yaml).
-TrainedGan load_trained_gan(const std::string& path);
+// `generator`: "auto" (G's average when the checkpoint holds one, else G), "ema" or "raw".
+// Throws CheckpointError (missing or corrupt checkpoint, a model that does not fit, "ema" from a
+// run without train.g_ema_kimg), ConfigError (the run's config.yaml) or std::invalid_argument
+// (`generator`).
+TrainedGan load_trained_gan(const std::string& path, const std::string& generator = "auto");
 
 // G(z) for z [N, z_dim], batch by batch, without gradients: [N, C, H, W] in [-1, 1].
 torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch = 500);

@@ -223,6 +223,52 @@ TEST(Sample, InterpolationRowsRunFromGz0ToGz1) {
   }
 }
 
+// A checkpoint with G's moving average: sample and eval use it unless asked for G's own weights.
+TEST(Sample, UsesGsMovingAverageWhenTheCheckpointHasOne) {
+  RunFixture f = make_run("eval-ema", {"train.g_ema_kimg=1"});
+  // make_run's checkpoint holds no average: auto falls back to G, and ema is a clear error.
+  EXPECT_EQ(eval::load_trained_gan(f.checkpoint).generator, "raw");
+  try {
+    eval::load_trained_gan(f.checkpoint, "ema");
+    FAIL() << "expected a CheckpointError";
+  } catch (const checkpoint::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("g_ema_kimg"), std::string::npos) << e.what();
+  }
+  // Another checkpoint whose average differs from G: half of G's weights.
+  checkpoint::StateDict state = checkpoint::read_checkpoint(f.checkpoint).state;
+  ASSERT_TRUE(f.models.g_ema);
+  torch::NoGradGuard no_grad;
+  for (const auto& p : f.models.g_ema->named_parameters()) {
+    p.value().mul_(0.5);
+    state["generator_ema/param/" + p.key()] = p.value().detach();
+  }
+  for (const auto& b : f.models.g_ema->named_buffers()) state["generator_ema/buffer/" + b.key()] = b.value().detach();
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {(f.run_dir / "checkpoints").string(), 3, 0});
+  const std::string with_ema = ckpt.save(state, 8, nlohmann::json::object());
+
+  const torch::Tensor z = eval::sample_latents(1, 5, 8);
+  f.models.g->eval();
+  eval::TrainedGan chosen = eval::load_trained_gan(with_ema);
+  EXPECT_EQ(chosen.generator, "ema");
+  EXPECT_FALSE(chosen.models.g_ema);
+  EXPECT_TRUE(torch::equal(eval::generate(chosen, z, 5), f.models.generate_ema(z)));
+  eval::TrainedGan raw = eval::load_trained_gan(with_ema, "raw");
+  EXPECT_EQ(raw.generator, "raw");
+  EXPECT_TRUE(torch::equal(eval::generate(raw, z, 5), f.models.generate(z)));
+  EXPECT_FALSE(torch::equal(f.models.generate(z), f.models.generate_ema(z)));
+
+  eval::SampleOptions o;
+  o.checkpoint = with_ema;
+  o.out = (f.run_dir / "g.png").string();
+  o.generator = "newest";
+  std::ostringstream log;
+  EXPECT_THROW(eval::run_sample(o, log), eval::UsageError);
+  o.generator = "auto";
+  eval::run_sample(o, log);
+  EXPECT_NE(log.str().find("G's moving average"), std::string::npos) << log.str();
+}
+
 TEST(Sample, ACheckpointOfAnotherModelIsAClearError) {
   RunFixture f = make_run("eval-mismatch");
   Config other = f.config;

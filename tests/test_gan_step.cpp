@@ -4,10 +4,12 @@
 // that keep fp32 weights and follow the fp32 ones (on the CPU, whose autocast runs bf16 too).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <limits>
 
 #include "tests/small_models.h"
 #include "trainer/device.h"
+#include "trainer/ema.h"
 #include "trainer/gan_step.h"
 #include "trainer/latent.h"
 
@@ -298,6 +300,76 @@ TEST(GanStep, NonFiniteUpdatesAreSkippedWithoutATrace) {
   EXPECT_TRUE(step.g_update(z));
   const checkpoint::StateDict moved = everything();
   EXPECT_FALSE(torch::equal(moved.at("optim/generator/net.0.weight/step"), before.at("optim/generator/net.0.weight/step")));
+}
+
+// G's moving average (train.g_ema_kimg): StyleGAN2-ADA's schedule, exactly.
+TEST(GeneratorAverage, BetaFollowsTheHalfLifeAndItsRampUp) {
+  TrainConfig t;
+  t.batch_size = 64;
+  EXPECT_EQ(g_ema_beta(t, 1), 0);  // off by default: the "average" is G
+  t.g_ema_kimg = 10;
+  t.g_ema_rampup = 0;
+  EXPECT_EQ(g_ema_beta(t, 1), std::pow(0.5, 64.0 / 10000));
+  EXPECT_EQ(g_ema_beta(t, 1000000), std::pow(0.5, 64.0 / 10000));
+  t.g_ema_rampup = 0.05;  // half-life min(10000, 0.05 * 64 * updates) images
+  EXPECT_EQ(g_ema_beta(t, 1), std::pow(0.5, 64.0 / (0.05 * 64)));     // 0.5^20: nearly G itself
+  EXPECT_EQ(g_ema_beta(t, 100), std::pow(0.5, 64.0 / (0.05 * 6400)));  // 0.5^0.2
+  EXPECT_EQ(g_ema_beta(t, 3125), std::pow(0.5, 64.0 / 10000));         // the ramp ends at 10,000 images
+  EXPECT_EQ(g_ema_beta(t, 5000), std::pow(0.5, 64.0 / 10000));
+}
+
+// The average starts as G, moves by exactly lerp(ema, G, 1 - beta) per update, copies G's
+// buffers, goes through save_state/load_state, and a state without it starts it from G.
+TEST(GeneratorAverage, MovesTowardGAndTravelsWithTheCheckpoint) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  Config c = gantry::testing::small_dcgan_config();
+  c.train.batch_size = 6;
+  c.train.g_ema_kimg = 0.1;  // half-life 100 images: beta = 0.5^(6/100) = 0.959
+  c.train.g_ema_rampup = 0;
+  GanModels m = make_models(c, {1, 28, 28});
+  ASSERT_TRUE(m.g_ema);
+  EXPECT_FALSE(m.g_ema->is_training());
+  {
+    const auto g = state_tensors(*m.g), ema = state_tensors(*m.g_ema);
+    ASSERT_EQ(g.size(), ema.size());
+    for (size_t i = 0; i < g.size(); ++i) EXPECT_TRUE(torch::equal(g[i], ema[i])) << i;
+  }
+  EXPECT_EQ(m.sampler().g, m.g_ema);
+  GanStep step(std::move(m), c, *comm);
+  const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
+  const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
+  for (int64_t n = 1; n <= 3; ++n) {
+    step.d_update(real, z, mix);
+    step.g_update(z);
+    const auto before = snapshot(*step.models().g_ema);
+    step.update_g_ema(n);
+    const double beta = g_ema_beta(c.train, n);
+    ASSERT_GT(beta, 0.01);
+    const auto g = step.models().g->parameters(), ema = step.models().g_ema->parameters();
+    for (size_t i = 0; i < g.size(); ++i) {
+      EXPECT_TRUE(torch::equal(ema[i], torch::lerp(before[i], g[i], 1 - beta))) << i;
+      EXPECT_FALSE(torch::equal(ema[i], g[i])) << i;  // an average, not a copy
+    }
+    const auto g_buffers = step.models().g->buffers(), ema_buffers = step.models().g_ema->buffers();
+    for (size_t i = 0; i < g_buffers.size(); ++i) EXPECT_TRUE(torch::equal(ema_buffers[i], g_buffers[i])) << i;
+  }
+
+  checkpoint::StateDict state;
+  step.save_state(state);
+  ASSERT_TRUE(state.count("generator_ema/param/net.0.weight"));
+  GanStep restored(make_models(c, {1, 28, 28}), c, *comm);
+  restored.load_state(state);
+  const auto saved = state_tensors(*step.models().g_ema), loaded = state_tensors(*restored.models().g_ema);
+  for (size_t i = 0; i < saved.size(); ++i) EXPECT_TRUE(torch::equal(saved[i], loaded[i])) << i;
+
+  checkpoint::StateDict without;  // saved by a run with the average off
+  for (const auto& [name, t] : state)
+    if (name.rfind("generator_ema/", 0) != 0) without[name] = t;
+  GanStep started(make_models(c, {1, 28, 28}), c, *comm);
+  started.load_state(without);
+  const auto g = state_tensors(*started.models().g), ema = state_tensors(*started.models().g_ema);
+  for (size_t i = 0; i < g.size(); ++i) EXPECT_TRUE(torch::equal(g[i], ema[i])) << i;
 }
 
 int main(int argc, char** argv) {

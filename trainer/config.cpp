@@ -168,6 +168,8 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("train.d_steps", train.d_steps, at_least<int64_t>(1)),
       GANTRY_FIELD("train.loss", train.loss, one_of({"minimax", "non-saturating", "wgan-gp", "hinge"})),
       GANTRY_FIELD("train.gp_weight", train.gp_weight, at_least(0.0)),
+      GANTRY_FIELD("train.g_ema_kimg", train.g_ema_kimg, at_least(0.0)),
+      GANTRY_FIELD("train.g_ema_rampup", train.g_ema_rampup, at_least(0.0)),
       GANTRY_FIELD("train.log_every", train.log_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.sample_every", train.sample_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.consistency_every", train.consistency_every, at_least<int64_t>(0)),

@@ -64,6 +64,11 @@ struct TrainConfig {
   int64_t d_steps = 1;        // D updates per G update
   std::string loss = "non-saturating";  // minimax | non-saturating | wgan-gp | hinge
   double gp_weight = 10.0;    // WGAN-GP's lambda
+  // G's exponential moving average, the weights samples and evaluation use (trainer/ema.h):
+  // half-life in thousands of generated images (0: off), shortened to g_ema_rampup times the
+  // images generated so far early in a run (0: no ramp-up).
+  double g_ema_kimg = 0;
+  double g_ema_rampup = 0.05;
   int64_t log_every = 50;
   int64_t sample_every = 500;
   int64_t consistency_every = 100;

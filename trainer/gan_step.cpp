@@ -7,6 +7,7 @@
 
 #include "trainer/adam.h"
 #include "trainer/device.h"
+#include "trainer/ema.h"
 
 namespace gantry {
 
@@ -121,6 +122,7 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
     : models_(std::move(models)),
       loss_(parse_loss(config.train.loss)),
       gp_weight_(config.train.gp_weight),
+      train_(config.train),
       device_(models_.g->parameters().front().device()),
       bf16_(config.train.precision == "bf16"),
       comm_(comm) {
@@ -229,9 +231,14 @@ bool GanStep::g_update(const torch::Tensor& z_in) {
   return finite;
 }
 
+void GanStep::update_g_ema(int64_t g_updates) {
+  if (models_.g_ema) update_average(*models_.g_ema, *models_.g, g_ema_beta(train_, g_updates));
+}
+
 void GanStep::save_state(checkpoint::StateDict& out) const {
   save_module(*models_.g, "generator/", out);
   save_module(*models_.d, "discriminator/", out);
+  if (models_.g_ema) save_module(*models_.g_ema, "generator_ema/", out);
   save_adam(*g_opt_, *models_.g, "optim/generator/", out);
   save_adam(*d_opt_, *models_.d, "optim/discriminator/", out);
 }
@@ -239,6 +246,12 @@ void GanStep::save_state(checkpoint::StateDict& out) const {
 void GanStep::load_state(const checkpoint::StateDict& in) {
   load_module(*models_.g, "generator/", in);
   load_module(*models_.d, "discriminator/", in);
+  if (models_.g_ema) {
+    if (in.count("generator_ema/param/" + models_.g_ema->named_parameters().begin()->key()))
+      load_module(*models_.g_ema, "generator_ema/", in);
+    else
+      update_average(*models_.g_ema, *models_.g, /*beta=*/0);  // the average starts here
+  }
   load_adam(*g_opt_, *models_.g, "optim/generator/", in);
   load_adam(*d_opt_, *models_.d, "optim/discriminator/", in);
 }

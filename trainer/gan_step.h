@@ -50,6 +50,9 @@ class GanStep {
   bool g_update(const torch::Tensor& z);
   // Averages BatchNorm running statistics across ranks so replicas stay identical.
   void sync_buffers();
+  // Moves G's average (if any) toward G after G update number `g_updates` (from 1): every rank
+  // holds the same G, so every rank computes the same average without communication.
+  void update_g_ema(int64_t g_updates);
 
   // Returns the sums accumulated since the last call (local to this rank) and resets them.
   torch::Tensor take_stats();
@@ -61,8 +64,10 @@ class GanStep {
   // L2 norms of G's and D's gradients as their last update left them (averaged across ranks).
   std::pair<double, double> gradient_norms() const;
 
-  // Models' parameters and buffers and both optimizers' full state, as named tensors
-  // ("generator/param/net.0.weight", "optim/discriminator/net.0.weight/exp_avg", ...), and back.
+  // Models' parameters and buffers (G's average as "generator_ema/...") and both optimizers'
+  // full state, as named tensors ("generator/param/net.0.weight",
+  // "optim/discriminator/net.0.weight/exp_avg", ...), and back. A state without G's average
+  // (saved with train.g_ema_kimg: 0) starts the average from G.
   void save_state(checkpoint::StateDict& out) const;
   void load_state(const checkpoint::StateDict& in);
 
@@ -81,6 +86,7 @@ class GanStep {
   GanModels models_;
   LossKind loss_;
   double gp_weight_;
+  TrainConfig train_;     // G's average: its half-life, ramp-up and the batch
   torch::Device device_;  // where the models live; inputs arrive on the host or there
   bool bf16_;             // train.precision: bf16 autocast around the forward passes
   comm::Communicator& comm_;

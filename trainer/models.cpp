@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "trainer/device.h"
+#include "trainer/ema.h"
 
 namespace gantry {
 namespace nn = torch::nn;
@@ -189,13 +190,18 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
   torch::manual_seed(static_cast<uint64_t>(config.run.seed));
   GanModels m;
   const auto& mc = config.model;
+  using Generate = std::function<torch::Tensor(const torch::Tensor&)>;
+  // A new G of the configured architecture: G itself, and with train.g_ema_kimg its average.
+  std::function<std::pair<std::shared_ptr<nn::Module>, Generate>()> new_generator;
   if (mc.arch == "mlp") {
     const bool images = config.data.name != "gaussian1d";
-    MlpGenerator g(mc.z_dim, mc.mlp.g_hidden, shape, images);
+    new_generator = [&, images] {
+      MlpGenerator g(mc.z_dim, mc.mlp.g_hidden, shape, images);
+      return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
+    };
+    std::tie(m.g, m.generate) = new_generator();
     MlpDiscriminator d(shape, mc.mlp.d_hidden);
-    m.g = g.ptr();
     m.d = d.ptr();
-    m.generate = [g](const torch::Tensor& z) mutable { return g->forward(z); };
     m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
     m.d_per_sample = true;
   } else {
@@ -204,16 +210,34 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
                         ": model.arch: dcgan supports 28x28x1 and 32x32x3 images, not " +
                         std::to_string(shape.height) + "x" + std::to_string(shape.width) + "x" +
                         std::to_string(shape.channels));
-    DcganGenerator g(mc.z_dim, mc.dcgan.g_width, shape);
+    new_generator = [&] {
+      DcganGenerator g(mc.z_dim, mc.dcgan.g_width, shape);
+      return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
+    };
+    std::tie(m.g, m.generate) = new_generator();
     const bool batch_norm = config.train.loss != "wgan-gp";
     DcganDiscriminator d(mc.dcgan.d_width, shape, batch_norm);
-    m.g = g.ptr();
     m.d = d.ptr();
-    m.generate = [g](const torch::Tensor& z) mutable { return g->forward(z); };
     m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
     m.d_per_sample = !batch_norm;
   }
+  if (config.train.g_ema_kimg > 0) {
+    // Built after D, so D's initial weights do not depend on whether the average is on; starts
+    // as an exact copy of G.
+    std::tie(m.g_ema, m.generate_ema) = new_generator();
+    update_average(*m.g_ema, *m.g, /*beta=*/0);  // lerp with weight 1: exactly G's values
+    m.g_ema->eval();  // only ever sampled; BatchNorm uses its running statistics
+  }
   return m;
+}
+
+GanModels GanModels::sampler() const {
+  GanModels s = *this;
+  if (g_ema) {
+    s.g = g_ema;
+    s.generate = generate_ema;
+  }
+  return s;
 }
 
 }  // namespace gantry

@@ -50,6 +50,14 @@ struct GanModels {
   // update may score real and fake images in one forward pass: the same logits, one set of
   // larger matrix products instead of two.
   bool d_per_sample = false;
+  // G's exponential moving average (train.g_ema_kimg > 0; null otherwise): a second G of the same
+  // architecture that GanStep::update_g_ema moves after each G update and never trains.
+  std::shared_ptr<torch::nn::Module> g_ema;
+  std::function<torch::Tensor(const torch::Tensor&)> generate_ema;
+
+  // The generator to sample and evaluate: G's average when there is one, else G itself (the same
+  // D). Shares the modules.
+  GanModels sampler() const;
 };
 
 // Builds the configured architecture for records of `shape`, initialised from `seed` so that all

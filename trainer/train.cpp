@@ -154,6 +154,8 @@ uint64_t checksum(const std::vector<torch::Tensor>& tensors) {
 std::vector<torch::Tensor> replica_state(const GanModels& m) {
   std::vector<torch::Tensor> all = state_tensors(*m.g);
   for (auto& t : state_tensors(*m.d)) all.push_back(t);
+  if (m.g_ema)
+    for (auto& t : state_tensors(*m.g_ema)) all.push_back(t);
   return all;
 }
 
@@ -170,7 +172,9 @@ void check_replicas(comm::Communicator& comm, const GanModels& models, int64_t s
 
 void save_weights(const GanModels& m, const fs::path& path) {
   c10::Dict<std::string, torch::Tensor> dict;
-  for (const auto& [prefix, module] : {std::pair{"generator.", m.g}, std::pair{"discriminator.", m.d}}) {
+  for (const auto& [prefix, module] :
+       {std::pair{"generator.", m.g}, std::pair{"discriminator.", m.d}, std::pair{"generator_ema.", m.g_ema}}) {
+    if (!module) continue;
     for (const auto& p : module->named_parameters()) dict.insert(prefix + p.key(), p.value().detach().cpu());
     for (const auto& b : module->named_buffers()) dict.insert(prefix + b.key(), b.value().detach().cpu());
   }
@@ -178,11 +182,14 @@ void save_weights(const GanModels& m, const fs::path& path) {
   write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
 }
 
-void write_samples(GanModels& m, const torch::Tensor& z_fixed, const fs::path& path) {
+// An 8x8 grid of `m`'s generator (G's average when there is one) in eval mode.
+void write_samples(const GanModels& m, const torch::Tensor& z_fixed, const fs::path& path) {
   torch::NoGradGuard no_grad;
-  m.g->eval();
-  const torch::Tensor images = m.generate(z_fixed.to(m.g->parameters().front().device()));
-  m.g->train();
+  const GanModels s = m.sampler();
+  const bool training = s.g->is_training();
+  s.g->eval();
+  const torch::Tensor images = s.generate(z_fixed.to(s.g->parameters().front().device()));
+  s.g->train(training);
   write_image_grid(images, 8, 8, path.string());
 }
 
@@ -299,6 +306,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     GanModels made = make_models(config, dataset->shape());
     made.g->to(device);
     made.d->to(device);
+    if (made.g_ema) made.g_ema->to(device);
     gan = std::make_unique<GanStep>(std::move(made), config, *comm);
     datasets::StreamOptions stream_options{static_cast<int>(config.data.workers),
                                            static_cast<int>(config.data.prefetch), config.data.hflip};
@@ -473,6 +481,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                                             fault, 'g', step + 1, rank)),
                  "G", step + 1);
     gan->sync_buffers();
+    gan->update_g_ema(step + 1);  // after the sync: G's BatchNorm statistics are the ranks' mean
     // (With CUDA, this is also where rank metrics take the device memory: set_device_memory.)
     const UpdateTimes times = gan->take_times();
     phase_totals += times;
@@ -515,7 +524,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     if (probe && (done % config.eval.frechet_every == 0 || last)) {
       // G in eval mode, from fixed latents; the other ranks wait at the next collective.
       const auto t0 = Clock::now();
-      const double distance = probe(models);
+      GanModels sampled = models.sampler();
+      const double distance = probe(sampled);
       const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       char text[160];
       std::snprintf(text, sizeof text, "gantry: Fréchet distance at step %lld: %.3f (%lld samples of G, %.1f s)",
