@@ -61,11 +61,6 @@ torch::Tensor read_records(const datasets::Dataset& data, int64_t begin, int64_t
 
 namespace {
 
-const std::string& checked_generator(const std::string& g) {
-  if (g != "auto" && g != "ema" && g != "raw") throw UsageError("--generator must be auto, ema or raw, got '" + g + "'");
-  return g;
-}
-
 std::string weights(const TrainedGan& gan) {
   return gan.generator == "ema" ? "G's moving average" : "G's own weights";
 }
@@ -74,7 +69,7 @@ std::string weights(const TrainedGan& gan) {
 
 int64_t run_sample(const SampleOptions& o, std::ostream& out) {
   if (o.out.empty()) throw UsageError("sample needs --out FILE.png");
-  TrainedGan gan = load_trained_gan(o.checkpoint, checked_generator(o.generator));
+  TrainedGan gan = load_trained_gan(o.checkpoint, o.generator);
   if (gan.shape.height == 1) throw UsageError("sample draws image grids; " + gan.config.data.name + " has no images");
   const int64_t z_dim = gan.config.model.z_dim;
   int64_t rows = 0, cols = 0;
@@ -204,7 +199,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
     throw UsageError("--metric must be parzen, frechet or fid, got '" + o.metric + "'");
   if (o.samples < 2) throw UsageError("--samples must be at least 2");
   if (o.metric == "fid" && o.inception.empty()) throw UsageError("--metric fid needs --inception FILE (TorchScript)");
-  TrainedGan gan = load_trained_gan(o.checkpoint, checked_generator(o.generator));
+  TrainedGan gan = load_trained_gan(o.checkpoint, o.generator);
   const EvalData data = open_eval_data(gan.config, o.data);
   out << "gantry: " << o.metric << " of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan) << "), "
       << data.test->name()

@@ -13,16 +13,11 @@
 #include <string>
 
 #include "datasets/dataset.h"
+#include "eval/generator.h"
 #include "trainer/config.h"
 #include "trainer/models.h"
 
 namespace gantry::eval {
-
-// A mistake in the command's arguments (exit code 2, as a config error).
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 struct SampleOptions {
   std::string checkpoint, out;

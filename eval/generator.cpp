@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <stdexcept>
 
 #include "datasets/random.h"
 #include "trainer/checkpoint.h"
@@ -41,7 +40,7 @@ datasets::RecordShape record_shape(const DataConfig& data) {
 
 TrainedGan load_trained_gan(const std::string& path, const std::string& generator) {
   if (generator != "auto" && generator != "ema" && generator != "raw")
-    throw std::invalid_argument("generator must be auto, ema or raw, got '" + generator + "'");
+    throw UsageError("--generator must be auto, ema or raw, got '" + generator + "'");
   TrainedGan gan;
   gan.checkpoint = resolve_checkpoint_dir(path);
   const auto loaded = checkpoint::read_checkpoint(gan.checkpoint);

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <stdexcept>
 #include <string>
 
 #include "datasets/dataset.h"
@@ -12,6 +13,12 @@
 #include "trainer/models.h"
 
 namespace gantry::eval {
+
+// A mistake in the command's arguments (exit code 2, as a config error).
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 struct TrainedGan {
   Config config;           // the run's resolved config
@@ -30,8 +37,8 @@ datasets::RecordShape record_shape(const DataConfig& data);
 // `path`: a checkpoint directory, a checkpoints folder or a run directory (follows `latest`).
 // `generator`: "auto" (G's average when the checkpoint holds one, else G), "ema" or "raw".
 // Throws CheckpointError (missing or corrupt checkpoint, a model that does not fit, "ema" from a
-// run without train.g_ema_kimg), ConfigError (the run's config.yaml) or std::invalid_argument
-// (`generator`).
+// run without train.g_ema_kimg), ConfigError (the run's config.yaml) or UsageError (another
+// `generator`).
 TrainedGan load_trained_gan(const std::string& path, const std::string& generator = "auto");
 
 // G(z) for z [N, z_dim], batch by batch, without gradients: [N, C, H, W] in [-1, 1].
