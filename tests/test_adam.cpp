@@ -3,6 +3,8 @@
 // state restored the way checkpoints restore it.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "trainer/adam.h"
 
 using namespace gantry;
@@ -110,4 +112,45 @@ TEST(MultiTensorAdam, CudaMatchesLibTorchsAdam) {
     for (size_t i = 0; i < reference.size(); ++i)
       EXPECT_LT((reference[i] - multi[i].cpu()).abs().max().item<float>(), 2e-6) << "parameter " << i << ", step " << step;
   }
+}
+
+// DeviceAdam: PyTorch's fused CUDA kernel, with the skip decided on the device. Applied steps
+// match LibTorch's Adam to rounding; a step told to skip (found_inf = 1) changes nothing and does
+// not count. Skipped without CUDA.
+TEST(DeviceAdam, CudaMatchesLibTorchsAdamAndSkipsOnTheDevice) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto reference = make_params();
+  std::vector<torch::Tensor> device;
+  for (const auto& p : reference) device.push_back(p.detach().to(torch::kCUDA).requires_grad_());
+  const auto options = torch::optim::AdamOptions(2e-3).betas(std::make_tuple(0.5, 0.999));
+  torch::optim::Adam a(reference, options), b(device, options);
+  ASSERT_TRUE(DeviceAdam::applies(b));
+  DeviceAdam fused(b);
+  const torch::Tensor go = torch::zeros({}, device.front().options()), skip = torch::ones({}, go.options());
+  int64_t applied = 0;
+  for (int step = 0; step < 20; ++step) {
+    set_grads(reference, step);
+    for (size_t i = 0; i + 1 < device.size(); ++i) device[i].mutable_grad() = reference[i].grad().to(torch::kCUDA);
+    if (step % 5 == 3) {
+      std::vector<torch::Tensor> before;
+      for (const auto& p : device) before.push_back(p.detach().clone());
+      device[1].mutable_grad()[0] = std::numeric_limits<float>::quiet_NaN();  // what a skip is for
+      fused.step(skip);
+      for (size_t i = 0; i < device.size(); ++i) EXPECT_TRUE(torch::equal(before[i], device[i])) << i;
+      continue;
+    }
+    a.step();
+    fused.step(go);
+    ++applied;
+    for (size_t i = 0; i < reference.size(); ++i)
+      EXPECT_LT((reference[i] - device[i].cpu()).abs().max().item<float>(), 2e-6) << "parameter " << i << ", step " << step;
+  }
+  fused.store_steps();
+  const auto& sa = static_cast<torch::optim::AdamParamState&>(*a.state().at(optimizer_state_key(a.state(), reference[2])));
+  const auto& sb = static_cast<torch::optim::AdamParamState&>(*b.state().at(optimizer_state_key(b.state(), device[2])));
+  EXPECT_EQ(sb.step(), applied);
+  EXPECT_EQ(sa.step(), applied);
+  EXPECT_TRUE(torch::allclose(sa.exp_avg(), sb.exp_avg().cpu(), 1e-5, 1e-7));
+  EXPECT_TRUE(torch::allclose(sa.exp_avg_sq(), sb.exp_avg_sq().cpu(), 1e-5, 1e-9));
+  EXPECT_EQ(b.state().count(optimizer_state_key(b.state(), device.back())), 0u);  // no gradient, no state
 }

@@ -302,6 +302,58 @@ TEST(GanStep, NonFiniteUpdatesAreSkippedWithoutATrace) {
   EXPECT_FALSE(torch::equal(moved.at("optim/generator/net.0.weight/step"), before.at("optim/generator/net.0.weight/step")));
 }
 
+// The same guard with CUDA parameters, where the device decides (DeviceAdam): the updates return
+// without waiting, their outcomes read as skipped, nothing changed, and settle() counts them.
+// Skipped without CUDA.
+TEST(GanStep, OnCudaTheDeviceSkipsNonFiniteUpdatesWithoutATrace) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  if (comm->world_size() != 1) GTEST_SKIP() << "one rank: its collectives leave CUDA tensors alone";
+  const Config c = gantry::testing::small_dcgan_config();
+  GanModels models = make_models(c, {1, 28, 28});
+  models.g->to(torch::kCUDA);
+  models.d->to(torch::kCUDA);
+  if (models.g_ema) models.g_ema->to(torch::kCUDA);
+  GanStep step(std::move(models), c, *comm);
+  ASSERT_TRUE(step.decides_on_device());
+  const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8, /*pinned=*/true);
+  const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const UpdateOutcome first = step.d_update(real, z, mix);
+  EXPECT_FALSE(first.known());
+  EXPECT_TRUE(first.applied());
+  EXPECT_TRUE(step.g_update(z));
+  auto everything = [&] {
+    checkpoint::StateDict state;
+    step.save_state(state);
+    for (auto& [name, t] : state) t = t.cpu().clone();
+    return state;
+  };
+  const checkpoint::StateDict before = everything();
+  EXPECT_EQ(before.at("optim/generator/net.0.weight/step").item<int64_t>(), 1);
+
+  EXPECT_FALSE(step.d_update(torch::full_like(real, nan), z, mix));
+  EXPECT_FALSE(step.g_update(torch::full_like(z, nan)));
+  EXPECT_FALSE(step.d_update(real, torch::full_like(z, std::numeric_limits<float>::infinity()), mix));
+  const checkpoint::StateDict after = everything();
+  for (const auto& [name, t] : before) EXPECT_TRUE(torch::equal(t, after.at(name))) << name;
+  const SkippedUpdates skipped = step.settle();
+  EXPECT_EQ(skipped.d, 2);
+  EXPECT_EQ(skipped.g, 1);
+  EXPECT_EQ(skipped.longest_run, 3);
+
+  EXPECT_TRUE(step.d_update(real, z, mix));
+  EXPECT_TRUE(step.g_update(z));
+  const SkippedUpdates none = step.settle();
+  EXPECT_EQ(none.d + none.g, 0);
+  EXPECT_EQ(none.longest_run, 0);
+  EXPECT_EQ(everything().at("optim/generator/net.0.weight/step").item<int64_t>(), 2);
+  step.load_state(before);  // the device's step counts follow the checkpoint's
+  EXPECT_TRUE(step.g_update(z));
+  EXPECT_EQ(everything().at("optim/generator/net.0.weight/step").item<int64_t>(), 2);
+}
+
 // G's moving average (train.g_ema_kimg): StyleGAN2-ADA's schedule, exactly.
 TEST(GeneratorAverage, BetaFollowsTheHalfLifeAndItsRampUp) {
   TrainConfig t;

@@ -94,6 +94,69 @@ void multi_tensor_adam_step(torch::optim::Adam& opt) {
   }
 }
 
+bool DeviceAdam::applies(torch::optim::Adam& opt) {
+  if (opt.param_groups().size() != 1) return false;
+  const auto& group = opt.param_groups().front();
+  const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
+  if (o.weight_decay() != 0 || o.amsgrad() || group.params().empty()) return false;
+  const torch::Device device = group.params().front().device();
+  for (const auto& p : group.params())
+    if (!p.is_cuda() || p.device() != device || p.scalar_type() != torch::kFloat32) return false;
+  return true;
+}
+
+void DeviceAdam::step(const torch::Tensor& found_inf) {
+  auto& state = opt_.state();
+  auto& group = opt_.param_groups().front();
+  const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
+  torch::NoGradGuard no_grad;
+  if (steps_.empty()) {
+    for (const auto& p : group.params()) {
+      const auto it = state.find(optimizer_state_key(state, p));
+      const int64_t taken =
+          it == state.end() ? 0 : static_cast<const torch::optim::AdamParamState&>(*it->second).step();
+      steps_.push_back(torch::full({}, static_cast<double>(taken), p.options()));
+    }
+  }
+  std::vector<torch::Tensor> params, grads, m, v, steps;
+  for (size_t i = 0; i < group.params().size(); ++i) {
+    auto& p = group.params()[i];
+    if (!p.grad().defined()) continue;
+    const auto key = optimizer_state_key(state, p);
+    if (state.find(key) == state.end()) {  // the state Adam::step would create on a first step
+      auto s = std::make_unique<torch::optim::AdamParamState>();
+      s->step(0);
+      s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      s->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      state[key] = std::move(s);
+    }
+    auto& s = static_cast<torch::optim::AdamParamState&>(*state.at(key));
+    params.push_back(p);
+    grads.push_back(p.grad());
+    m.push_back(s.exp_avg());
+    v.push_back(s.exp_avg_sq());
+    steps.push_back(steps_[i]);
+  }
+  if (params.empty()) return;
+  at::_foreach_add_(steps, 1);
+  at::_fused_adam_(params, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, o.lr(), std::get<0>(o.betas()),
+                   std::get<1>(o.betas()), /*weight_decay=*/0, o.eps(), /*amsgrad=*/false, /*maximize=*/false,
+                   /*grad_scale=*/c10::nullopt, found_inf);
+  at::_foreach_sub_(steps, std::vector<torch::Tensor>(steps.size(), found_inf));  // a skipped step does not count
+}
+
+void DeviceAdam::store_steps() {
+  if (steps_.empty()) return;
+  auto& state = opt_.state();
+  const auto& params = opt_.param_groups().front().params();
+  const torch::Tensor taken = torch::stack(steps_).cpu();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto it = state.find(optimizer_state_key(state, params[i]));
+    if (it != state.end())
+      static_cast<torch::optim::AdamParamState&>(*it->second).step(static_cast<int64_t>(taken[i].item<float>()));
+  }
+}
+
 AdamKernel adam_step(torch::optim::Adam& opt) {
   if (multi_tensor_ok(opt)) {
     multi_tensor_adam_step(opt);

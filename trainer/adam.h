@@ -29,6 +29,31 @@ typename Map::key_type optimizer_state_key(const Map&, const torch::Tensor& para
 // Which loop took an Adam step.
 enum class AdamKernel { kLibTorch, kFusedCpu, kMultiTensor };
 
+// Adam on one CUDA device without a host sync, for an update that the device itself decides to
+// skip: PyTorch's fused CUDA Adam kernel (at::_fused_adam_, one launch per step; LibTorch 1.13 and
+// 2.x), which leaves parameters and moments untouched when `found_inf`, a 0-dim float on the
+// device, is 1. The step counts behind the bias corrections live on the device as float tensors,
+// as PyTorch's fused Adam keeps them, and a skipped step does not count. opt's own per-parameter
+// step, which checkpoints save, is brought up to date by store_steps().
+class DeviceAdam {
+ public:
+  // Whether DeviceAdam can step `opt`: float32 parameters on one CUDA device, no weight decay or
+  // AMSGrad, one parameter group.
+  static bool applies(torch::optim::Adam& opt);
+
+  explicit DeviceAdam(torch::optim::Adam& opt) : opt_(opt) {}
+  // One step for the parameters with a gradient; creates the state of any that has none.
+  void step(const torch::Tensor& found_inf);
+  // Copies the device step counts into opt's state (a device sync).
+  void store_steps();
+  // Takes the step counts from opt's state again (after a checkpoint replaced it).
+  void reload_steps() { steps_.clear(); }
+
+ private:
+  torch::optim::Adam& opt_;
+  std::vector<torch::Tensor> steps_;  // one per parameter of the group, in order
+};
+
 // One Adam step of `opt`, the same update as torch::optim::Adam::step() to float rounding:
 // m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g²; p -= lr / (1 - b1^t) · m / (sqrt(v) / sqrt(1 - b2^t) + eps).
 // - kFusedCpu: float32 CPU parameters with contiguous gradients, one pass over each parameter.

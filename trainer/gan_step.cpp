@@ -44,8 +44,8 @@ torch::Tensor poison_if_nonfinite(const torch::Tensor& loss) {
 }
 
 // NaN guard, part 2, after the all-reduce: whether every averaged gradient is finite. One sum per
-// parameter, read once (on a GPU that read is the one sync per update, as AMP's GradScaler's).
-// A sum that overflows float counts as non-finite: gradients that large are no better.
+// parameter, read once: the host path (CPU parameters; CUDA ones take finish_on_device, which
+// reads nothing). A sum that overflows float counts as non-finite: gradients that large are no better.
 bool finite_gradients(const torch::nn::Module& m) {
   std::vector<torch::Tensor> sums;
   for (const auto& p : m.parameters())
@@ -135,11 +135,63 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
     for (const auto& b : m->buffers())
       if (b.is_floating_point()) float_buffers_.push_back(b);
   stats_ = torch::zeros({kNumStats}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+  if (DeviceAdam::applies(*g_opt_) && DeviceAdam::applies(*d_opt_)) {
+    g_device_adam_ = std::make_unique<DeviceAdam>(*g_opt_);
+    d_device_adam_ = std::make_unique<DeviceAdam>(*d_opt_);
+    skips_ = torch::zeros({kNumSkipSlots}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+  }
 }
 
-bool GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in) {
+UpdateOutcome GanStep::apply_update(torch::optim::Adam& opt, DeviceAdam* device_adam, const torch::nn::Module& m,
+                                    const std::vector<torch::Tensor>& buffers, int64_t slot) {
+  if (device_adam) return finish_on_device(*device_adam, m, buffers, slot);
+  if (finite_gradients(m)) {
+    adam_step(opt);
+    return UpdateOutcome(true);
+  }
+  restore_buffers(buffers);
+  return UpdateOutcome(false);
+}
+
+UpdateOutcome GanStep::finish_on_device(DeviceAdam& adam, const torch::nn::Module& m,
+                                        const std::vector<torch::Tensor>& buffers, int64_t slot) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : m.parameters())
+    if (p.grad().defined()) grads.push_back(p.grad());
+  // 1 when some averaged gradient holds a NaN or an infinity (AMP's check, one multi-tensor
+  // kernel; the gradients are multiplied by 1).
+  torch::Tensor found_inf = torch::zeros({}, skips_.options());
+  if (!grads.empty())
+    at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch::ones({}, skips_.options()));
+  adam.step(found_inf);
+  const torch::Tensor skipped = found_inf.to(torch::kBool);
+  for (size_t i = 0; i < buffers.size(); ++i)
+    float_buffers_[i].copy_(torch::where(skipped, buffers[i], float_buffers_[i]));
+  skips_[slot] += found_inf;
+  skips_[kSkipsRun].mul_(found_inf).add_(found_inf);  // one longer when skipped, else 0
+  skips_[kSkipsLongestRun].copy_(torch::maximum(skips_[kSkipsLongestRun], skips_[kSkipsRun]));
+  return UpdateOutcome(found_inf);
+}
+
+SkippedUpdates GanStep::settle() {
+  if (!decides_on_device()) return {};
+  g_device_adam_->store_steps();
+  d_device_adam_->store_steps();
+  const torch::Tensor s = skips_.cpu();
+  const auto count = [&](int64_t slot) { return static_cast<int64_t>(s[slot].item<float>()); };
+  SkippedUpdates out{count(kSkipsD), count(kSkipsG), count(kSkipsLongestRun)};
+  skips_[kSkipsD].zero_();
+  skips_[kSkipsG].zero_();
+  skips_[kSkipsLongestRun].copy_(skips_[kSkipsRun]);  // a run in progress carries on
+  return out;
+}
+
+UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in) {
   const auto t0 = Clock::now();
-  const torch::Tensor real = real_in.to(device_), z = z_in.to(device_), penalty_mix = penalty_mix_in.to(device_);
+  // From pinned host memory these copies are asynchronous (a no-op on the CPU).
+  const torch::Tensor real = real_in.to(device_, /*non_blocking=*/true), z = z_in.to(device_, /*non_blocking=*/true),
+                      penalty_mix = penalty_mix_in.to(device_, /*non_blocking=*/true);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
   torch::Tensor fake, real_logits, fake_logits;
   {
@@ -174,9 +226,7 @@ bool GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, 
   const auto t1 = Clock::now();
   d_reducer_->finish();
   const auto t2 = Clock::now();
-  const bool finite = finite_gradients(*models_.d);
-  if (finite) adam_step(*d_opt_);
-  else restore_buffers(buffers);
+  const UpdateOutcome outcome = apply_update(*d_opt_, d_device_adam_.get(), *models_.d, buffers, kSkipsD);
   const auto t3 = Clock::now();
 
   torch::NoGradGuard no_grad;
@@ -190,12 +240,12 @@ bool GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, 
   times_.d_forward_backward += seconds(t0, t1) + seconds(t3, Clock::now());  // bookkeeping counts here
   times_.allreduce += seconds(t1, t2);
   times_.optimizer += seconds(t2, t3);
-  return finite;
+  return outcome;
 }
 
-bool GanStep::g_update(const torch::Tensor& z_in) {
+UpdateOutcome GanStep::g_update(const torch::Tensor& z_in) {
   const auto t0 = Clock::now();
-  const torch::Tensor z = z_in.to(device_);
+  const torch::Tensor z = z_in.to(device_, /*non_blocking=*/true);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
   set_d_trainable(false);
   g_opt_->zero_grad();
@@ -211,9 +261,7 @@ bool GanStep::g_update(const torch::Tensor& z_in) {
   const auto t1 = Clock::now();
   g_reducer_->finish();
   const auto t2 = Clock::now();
-  const bool finite = finite_gradients(*models_.g);
-  if (finite) adam_step(*g_opt_);
-  else restore_buffers(buffers);
+  const UpdateOutcome outcome = apply_update(*g_opt_, g_device_adam_.get(), *models_.g, buffers, kSkipsG);
   const auto t3 = Clock::now();
   set_d_trainable(true);
 
@@ -228,14 +276,18 @@ bool GanStep::g_update(const torch::Tensor& z_in) {
   times_.g_forward_backward += seconds(t0, t1) + seconds(t3, Clock::now());
   times_.allreduce += seconds(t1, t2);
   times_.optimizer += seconds(t2, t3);
-  return finite;
+  return outcome;
 }
 
 void GanStep::update_g_ema(int64_t g_updates) {
   if (models_.g_ema) update_average(*models_.g_ema, *models_.g, g_ema_beta(train_, g_updates));
 }
 
-void GanStep::save_state(checkpoint::StateDict& out) const {
+void GanStep::save_state(checkpoint::StateDict& out) {
+  if (decides_on_device()) {  // the step counts checkpoints save
+    g_device_adam_->store_steps();
+    d_device_adam_->store_steps();
+  }
   save_module(*models_.g, "generator/", out);
   save_module(*models_.d, "discriminator/", out);
   if (models_.g_ema) save_module(*models_.g_ema, "generator_ema/", out);
@@ -254,6 +306,10 @@ void GanStep::load_state(const checkpoint::StateDict& in) {
   }
   load_adam(*g_opt_, *models_.g, "optim/generator/", in);
   load_adam(*d_opt_, *models_.d, "optim/discriminator/", in);
+  if (decides_on_device()) {
+    g_device_adam_->reload_steps();
+    d_device_adam_->reload_steps();
+  }
 }
 
 void GanStep::sync_buffers() {

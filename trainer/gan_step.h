@@ -10,6 +10,7 @@
 
 #include "comm/communicator.h"
 #include "comm/reducer.h"
+#include "trainer/adam.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/losses.h"
@@ -37,17 +38,46 @@ struct UpdateTimes {
   }
 };
 
+// Whether an update was applied. On the CPU the host decides at once. With CUDA parameters the
+// device decides (DeviceAdam): the update returns as soon as its work is queued, and the outcome
+// is a flag on the device, so reading it waits for the update to finish.
+class UpdateOutcome {
+ public:
+  explicit UpdateOutcome(bool applied) : applied_(applied) {}
+  explicit UpdateOutcome(torch::Tensor skipped) : skipped_(std::move(skipped)) {}
+  // Whether applied() answers without waiting for the device.
+  bool known() const { return !skipped_.defined(); }
+  bool applied() const { return known() ? applied_ : skipped_.item<float>() == 0; }
+  explicit operator bool() const { return applied(); }
+
+ private:
+  bool applied_ = false;
+  torch::Tensor skipped_;  // 0-dim float on the device: 1 when skipped
+};
+
+// The updates the device skipped since the last GanStep::settle() (CUDA; the CPU's outcomes are
+// known when each update returns).
+struct SkippedUpdates {
+  int64_t d = 0, g = 0;
+  int64_t longest_run = 0;  // the most consecutive skipped updates, D's and G's together
+};
+
 class GanStep {
  public:
   GanStep(GanModels models, const Config& config, comm::Communicator& comm);
 
   // real: this rank's share of the global batch; z and penalty_mix: matching latents and
   // WGAN-GP interpolation weights (ignored by the other losses).
-  // Both return false when the update was skipped: its averaged gradient held a NaN or an
-  // infinity (or some rank's loss did), so the optimizer did not step and the BatchNorm buffers
-  // were put back. Every rank returns the same.
-  bool d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix);
-  bool g_update(const torch::Tensor& z);
+  // An update is skipped when its averaged gradient held a NaN or an infinity (or some rank's
+  // loss did): the optimizer does not step and the BatchNorm buffers are put back. Every rank
+  // skips alike. On a GPU nothing here waits for the device unless the outcome is read.
+  UpdateOutcome d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix);
+  UpdateOutcome g_update(const torch::Tensor& z);
+  // Whether outcomes are decided on the device (then count them with settle()).
+  bool decides_on_device() const { return d_device_adam_ != nullptr; }
+  // The device's skipped updates since the last call (a device sync; zeros on the CPU), and the
+  // optimizers' host step counts brought up to date for checkpoints.
+  SkippedUpdates settle();
   // Averages BatchNorm running statistics across ranks so replicas stay identical.
   void sync_buffers();
   // Moves G's average (if any) toward G after G update number `g_updates` (from 1): every rank
@@ -68,7 +98,7 @@ class GanStep {
   // full state, as named tensors ("generator/param/net.0.weight",
   // "optim/discriminator/net.0.weight/exp_avg", ...), and back. A state without G's average
   // (saved with train.g_ema_kimg: 0) starts the average from G.
-  void save_state(checkpoint::StateDict& out) const;
+  void save_state(checkpoint::StateDict& out);
   void load_state(const checkpoint::StateDict& in);
 
   GanModels& models() { return models_; }
@@ -82,6 +112,14 @@ class GanStep {
   void set_d_trainable(bool trainable);
   std::vector<torch::Tensor> snapshot_buffers() const;
   void restore_buffers(const std::vector<torch::Tensor>& snapshot);
+  // An update's end, after the all-reduce: the Adam step if every averaged gradient is finite,
+  // else the buffers put back. On the host, or on the device (device_adam set).
+  UpdateOutcome apply_update(torch::optim::Adam& opt, DeviceAdam* device_adam, const torch::nn::Module& m,
+                             const std::vector<torch::Tensor>& buffers, int64_t slot);
+  // The device's side of an update's end: the Adam step it skips when the averaged gradient is
+  // not finite, the buffers put back then, and the skip counted in skips_.
+  UpdateOutcome finish_on_device(DeviceAdam& adam, const torch::nn::Module& m,
+                                 const std::vector<torch::Tensor>& buffers, int64_t slot);
 
   GanModels models_;
   LossKind loss_;
@@ -92,6 +130,9 @@ class GanStep {
   comm::Communicator& comm_;
   std::unique_ptr<torch::optim::Adam> g_opt_, d_opt_;
   std::unique_ptr<comm::GradientReducer> g_reducer_, d_reducer_;
+  std::unique_ptr<DeviceAdam> g_device_adam_, d_device_adam_;  // CUDA parameters: skips decided there
+  enum SkipSlot : int64_t { kSkipsD, kSkipsG, kSkipsRun, kSkipsLongestRun, kNumSkipSlots };
+  torch::Tensor skips_;  // on the device, since the last settle(): skipped updates, the current and longest run
   std::vector<torch::Tensor> float_buffers_;
   torch::Tensor stats_;
   UpdateTimes times_;

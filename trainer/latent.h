@@ -9,10 +9,12 @@
 
 namespace gantry {
 
-// Rows first_index .. first_index + n of draw `draw`: [n, dim] standard normals.
+// Rows first_index .. first_index + n of draw `draw`: [n, dim] standard normals. `pinned`: in
+// page-locked memory, for an asynchronous copy to a GPU (from pageable memory that copy waits for
+// the GPU to finish its queued work first).
 inline torch::Tensor latent_rows(uint64_t seed, uint64_t stream, int64_t draw, int64_t first_index,
-                                 int64_t n, int64_t dim) {
-  torch::Tensor z = torch::empty({n, dim});
+                                 int64_t n, int64_t dim, bool pinned = false) {
+  torch::Tensor z = torch::empty({n, dim}, torch::TensorOptions().pinned_memory(pinned));
   float* out = z.data_ptr<float>();
   for (int64_t i = 0; i < n; ++i) {
     random::Rng rng(random::key({seed, stream, static_cast<uint64_t>(draw), static_cast<uint64_t>(first_index + i)}));
@@ -22,8 +24,9 @@ inline torch::Tensor latent_rows(uint64_t seed, uint64_t stream, int64_t draw, i
 }
 
 // Uniform(0, 1) values, one per row, for WGAN-GP's x_hat = eps * real + (1 - eps) * fake.
-inline torch::Tensor uniform_rows(uint64_t seed, uint64_t stream, int64_t draw, int64_t first_index, int64_t n) {
-  torch::Tensor u = torch::empty({n});
+inline torch::Tensor uniform_rows(uint64_t seed, uint64_t stream, int64_t draw, int64_t first_index, int64_t n,
+                                  bool pinned = false) {
+  torch::Tensor u = torch::empty({n}, torch::TensorOptions().pinned_memory(pinned));
   float* out = u.data_ptr<float>();
   for (int64_t i = 0; i < n; ++i) {
     random::Rng rng(random::key({seed, stream, static_cast<uint64_t>(draw), static_cast<uint64_t>(first_index + i)}));

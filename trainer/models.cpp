@@ -84,29 +84,29 @@ struct OneDnnTransposedConv : torch::autograd::Function<OneDnnTransposedConv> {
 // (bench/RESULTS.md): 1.35-2.4x for the wide layers, 0.39x for the last one (1 or 3 output
 // channels), which therefore stays on LibTorch's kernel, as does bf16 autocast.
 struct UpConvImpl : nn::ConvTranspose2dImpl {
-  explicit UpConvImpl(const nn::ConvTranspose2dOptions& o) : nn::ConvTranspose2dImpl(o) {}
+  // Square kernel, stride and padding, no bias, no dilation, groups or output padding: all the
+  // DCGAN generators need. The stride and padding are kept here rather than read back from the
+  // options, whose padding is a c10::variant in LibTorch 1.13 and a std::variant in 2.x.
+  UpConvImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding)
+      : nn::ConvTranspose2dImpl(nn::ConvTranspose2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false)),
+        stride_(stride),
+        padding_(padding) {}
 
   torch::Tensor forward(const torch::Tensor& x, const c10::optional<at::IntArrayRef>& output_size = c10::nullopt) {
-    const auto& o = options;
-    const auto& stride = *o.stride();
-    const auto& padding = *c10::get<torch::ExpandingArray<2>>(o.padding());
     const bool onednn = !output_size && x.is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kFloat32 &&
                         weight.scalar_type() == torch::kFloat32 && !autocast_enabled(c10::kCPU) &&
-                        o.out_channels() >= 16 && o.groups() == 1 && !bias.defined() && stride[0] == stride[1] &&
-                        padding[0] == padding[1] && *o.dilation() == std::array<int64_t, 2>{1, 1} &&
-                        *o.output_padding() == std::array<int64_t, 2>{0, 0};
+                        options.out_channels() >= 16;
     if (!onednn) return nn::ConvTranspose2dImpl::forward(x, output_size);
-    return OneDnnTransposedConv::apply(x, weight, stride[0], padding[0]);
+    return OneDnnTransposedConv::apply(x, weight, stride_, padding_);
   }
 
  protected:
   FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(c10::optional<at::IntArrayRef>())})
+
+ private:
+  int64_t stride_, padding_;
 };
 TORCH_MODULE(UpConv);
-
-UpConv up(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
-  return UpConv(nn::ConvTranspose2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
-}
 
 nn::Conv2d down(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(bias));
@@ -134,24 +134,24 @@ bool is_cifar_shape(datasets::RecordShape s) { return s.channels == 3 && s.heigh
 DcganGeneratorImpl::DcganGeneratorImpl(int64_t z_dim, int64_t w, datasets::RecordShape out) {
   nn::Sequential seq;
   if (is_mnist_shape(out)) {  // 1x1 -> 7x7 -> 14x14 -> 28x28
-    seq->push_back(up(z_dim, 4 * w, 7, 1, 0));
+    seq->push_back(UpConv(z_dim, 4 * w, 7, 1, 0));
     seq->push_back(nn::BatchNorm2d(4 * w));
     seq->push_back(nn::ReLU(true));
-    seq->push_back(up(4 * w, 2 * w, 4, 2, 1));
+    seq->push_back(UpConv(4 * w, 2 * w, 4, 2, 1));
     seq->push_back(nn::BatchNorm2d(2 * w));
     seq->push_back(nn::ReLU(true));
-    seq->push_back(up(2 * w, out.channels, 4, 2, 1));
+    seq->push_back(UpConv(2 * w, out.channels, 4, 2, 1));
   } else {  // 1x1 -> 4x4 -> 8x8 -> 16x16 -> 32x32
-    seq->push_back(up(z_dim, 4 * w, 4, 1, 0));
+    seq->push_back(UpConv(z_dim, 4 * w, 4, 1, 0));
     seq->push_back(nn::BatchNorm2d(4 * w));
     seq->push_back(nn::ReLU(true));
-    seq->push_back(up(4 * w, 2 * w, 4, 2, 1));
+    seq->push_back(UpConv(4 * w, 2 * w, 4, 2, 1));
     seq->push_back(nn::BatchNorm2d(2 * w));
     seq->push_back(nn::ReLU(true));
-    seq->push_back(up(2 * w, w, 4, 2, 1));
+    seq->push_back(UpConv(2 * w, w, 4, 2, 1));
     seq->push_back(nn::BatchNorm2d(w));
     seq->push_back(nn::ReLU(true));
-    seq->push_back(up(w, out.channels, 4, 2, 1));
+    seq->push_back(UpConv(w, out.channels, 4, 2, 1));
   }
   seq->push_back(nn::Tanh());
   net = register_module("net", seq);

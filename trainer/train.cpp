@@ -57,7 +57,7 @@ int agreed_stop_signal(comm::Communicator& comm) {
 
 // Everything a resumed run needs beyond the config: models, optimizers, counters, the data
 // stream's position and torch's CPU generator (gantry's own random numbers are keyed by step).
-checkpoint::StateDict training_state(const GanStep& gan, const datasets::StreamPosition& position, int64_t step,
+checkpoint::StateDict training_state(GanStep& gan, const datasets::StreamPosition& position, int64_t step,
                                      int64_t images_seen) {
   checkpoint::StateDict state;
   gan.save_state(state);
@@ -395,6 +395,42 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     reporter->message(std::string("gantry: warning: ") + e.what() + "; training goes on (checkpoint.on_failure: " +
                       "continue); " + previous);
   };
+  // NaN guard: an update whose averaged gradient is not finite was skipped by GanStep on every
+  // rank alike; count it, or stop (train.on_nonfinite), and stop after too many in a row.
+  const NonfiniteFault fault = nonfinite_fault();
+  int64_t skipped_total = 0, skipped_in_a_row = 0;
+  auto on_skipped = [&](const std::string& what, int64_t skipped, int64_t in_a_row) {
+    skipped_total += skipped;
+    if (config.train.on_nonfinite == "stop")
+      throw JobError(what + "; stopping (train.on_nonfinite: stop); no non-finite update was applied and the " +
+                     "last checkpoint is intact");
+    if (in_a_row > config.train.max_nonfinite_skips)
+      throw JobError(what + ": " + std::to_string(in_a_row) + " updates in a row were non-finite, more than " +
+                     "train.max_nonfinite_skips (" + std::to_string(config.train.max_nonfinite_skips) + "); stopping");
+    reporter->message("gantry: warning: " + what + "; update skipped (" + std::to_string(in_a_row) + " in a row, " +
+                      std::to_string(skipped_total) + " in all; train.on_nonfinite: skip)");
+  };
+  // The CPU's outcomes are known as each update returns.
+  auto after_update = [&](const UpdateOutcome& outcome, const char* net, int64_t done) {
+    if (!outcome.known()) return;  // decided on the device: settle_skips counts it
+    if (outcome.applied()) {
+      skipped_in_a_row = 0;
+      return;
+    }
+    ++skipped_in_a_row;
+    on_skipped(std::string("non-finite loss or gradient in ") + net + "'s update at step " + std::to_string(done), 1,
+               skipped_in_a_row);
+  };
+  // With CUDA the device decides, so the host reads the count where it syncs anyway: at each log
+  // line and before each checkpoint. Updates after a skipped one may have been applied by then;
+  // the checkpoint that follows is not written when this stops the job.
+  auto settle_skips = [&](int64_t done) {
+    const SkippedUpdates s = gan->settle();
+    if (s.d + s.g == 0) return;
+    on_skipped("non-finite loss or gradient in " + std::to_string(s.d) + " of D's and " + std::to_string(s.g) +
+                   " of G's updates up to step " + std::to_string(done),
+               s.d + s.g, s.longest_run);
+  };
   // Reports the async save in flight once it is done; a failed one goes to checkpoint_failed.
   int64_t async_step = 0;    // the async save in flight: its step and how long it stalled training
   double async_stall_s = 0;
@@ -415,6 +451,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     const bool waited = std::chrono::duration<double>(Clock::now() - t0).count() > 1e-3;
     const std::string waiting = seconds_since(t0);
     const auto t1 = Clock::now();
+    settle_skips(done);
     const auto state = training_state(*gan, stream->position(), done, done * d_steps * config.train.batch_size);
     if (async && proc.thread_multiple) {
       checkpointer.save_async(state, done, checkpoint_meta);
@@ -441,30 +478,9 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   auto last_log = start;
   int64_t last_log_step = start_step;
   int stop_signal = 0;
-  // NaN guard: an update whose averaged gradient is not finite was skipped by GanStep on every
-  // rank alike; count it, or stop (train.on_nonfinite), and stop after too many in a row.
-  const NonfiniteFault fault = nonfinite_fault();
-  int64_t skipped_total = 0, skipped_in_a_row = 0;
-  auto after_update = [&](bool applied, const char* net, int64_t done) {
-    if (applied) {
-      skipped_in_a_row = 0;
-      return;
-    }
-    ++skipped_total;
-    ++skipped_in_a_row;
-    const std::string what = std::string("non-finite loss or gradient in ") + net + "'s update at step " +
-                             std::to_string(done);
-    if (config.train.on_nonfinite == "stop")
-      throw JobError(what + "; stopping (train.on_nonfinite: stop); the update was not applied and the last " +
-                     "checkpoint is intact");
-    if (skipped_in_a_row > config.train.max_nonfinite_skips)
-      throw JobError(what + ": " + std::to_string(skipped_in_a_row) + " updates in a row were non-finite, more than " +
-                     "train.max_nonfinite_skips (" + std::to_string(config.train.max_nonfinite_skips) + "); stopping");
-    reporter->message("gantry: warning: " + what + "; update skipped (" + std::to_string(skipped_in_a_row) +
-                      " in a row, " + std::to_string(skipped_total) + " in all; train.on_nonfinite: skip)");
-  };
   UpdateTimes phase_totals;   // this rank's, for summary.json's step breakdown
   double data_wait_total = 0;  // the ranks' mean, summed over the log intervals
+  const bool pinned = device.is_cuda();  // latents copied to the GPU without a sync
   for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
     const auto step_start = Clock::now();
     if (watchdog) watchdog->set_step(step);
@@ -472,12 +488,12 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
       after_update(gan->d_update(maybe_poison(stream->next(), fault, 'd', step + 1, rank),
-                                 latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim),
-                                 uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch)),
+                                 latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim, pinned),
+                                 uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned)),
                    "D", step + 1);
     }
     after_update(gan->g_update(maybe_poison(latent_rows(seed, random::kLatent, step * (d_steps + 1) + d_steps, first,
-                                                        local_batch, config.model.z_dim),
+                                                        local_batch, config.model.z_dim, pinned),
                                             fault, 'g', step + 1, rank)),
                  "G", step + 1);
     gan->sync_buffers();
@@ -490,6 +506,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     const bool last = done == config.train.steps;
 
     if (config.train.log_every > 0 && (done % config.train.log_every == 0 || last)) {
+      settle_skips(done);
       torch::Tensor stats = gan->take_stats();
       if (metrics.rank) record_nonfinite(*metrics.rank, stats);  // this rank's own, before the all-reduce
       comm->all_reduce(stats, comm::ReduceOp::kSum);
