@@ -2,6 +2,7 @@
 #include "eval/classifier.h"
 
 #include <filesystem>
+#include <functional>
 
 namespace gantry::eval {
 namespace fs = std::filesystem;
@@ -77,12 +78,26 @@ Classifier load_or_train_classifier(const LabelledImages& train, const LabelledI
   return c;
 }
 
-torch::Tensor classifier_features(Classifier& c, const torch::Tensor& images, int64_t batch) {
+namespace {
+
+// `f` over `images` in batches, without gradients, with the network in eval mode.
+torch::Tensor batched(Classifier& c, const torch::Tensor& images, int64_t batch,
+                      const std::function<torch::Tensor(const torch::Tensor&)>& f) {
   torch::NoGradGuard no_grad;
   c.net->eval();
   std::vector<torch::Tensor> parts;
-  for (int64_t lo = 0; lo < images.size(0); lo += batch) parts.push_back(c.net->features(images.slice(0, lo, lo + batch)));
+  for (int64_t lo = 0; lo < images.size(0); lo += batch) parts.push_back(f(images.slice(0, lo, lo + batch)));
   return torch::cat(parts);
+}
+
+}  // namespace
+
+torch::Tensor classifier_features(Classifier& c, const torch::Tensor& images, int64_t batch) {
+  return batched(c, images, batch, [&](const torch::Tensor& x) { return c.net->features(x); });
+}
+
+torch::Tensor classifier_labels(Classifier& c, const torch::Tensor& images, int64_t batch) {
+  return batched(c, images, batch, [&](const torch::Tensor& x) { return c.net->forward(x).argmax(1); });
 }
 
 }  // namespace gantry::eval

@@ -40,5 +40,7 @@ Classifier load_or_train_classifier(const LabelledImages& train, const LabelledI
 
 // Features of `images` in batches, without gradients, in eval mode.
 torch::Tensor classifier_features(Classifier& c, const torch::Tensor& images, int64_t batch = 500);
+// The classifier's label for each of `images` (the most likely class), likewise.
+torch::Tensor classifier_labels(Classifier& c, const torch::Tensor& images, int64_t batch = 500);
 
 }  // namespace gantry::eval

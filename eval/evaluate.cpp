@@ -126,11 +126,12 @@ nlohmann::json parzen(TrainedGan& gan, const EvalData& data, const EvalOptions& 
 }
 
 // Features of real test, generated and real training images; the distances between their fits.
-nlohmann::json frechet_from(const std::function<torch::Tensor(const torch::Tensor&)>& features, TrainedGan& gan,
-                            const EvalData& data, const EvalOptions& o, const std::string& name, std::ostream& out) {
+nlohmann::json frechet_from(const std::function<torch::Tensor(const torch::Tensor&)>& features,
+                            const torch::Tensor& fake_images, const EvalData& data, const EvalOptions& o,
+                            const std::string& name, std::ostream& out) {
   const int64_t n_test = data.test->size();
   const GaussianFit test = fit_gaussian(features(read_records(*data.test, 0, n_test)));
-  const GaussianFit fake = fit_gaussian(features(generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim))));
+  const GaussianFit fake = fit_gaussian(features(fake_images));
   const int64_t n_real = std::min(data.train->size(), std::max(n_test, o.samples));
   const GaussianFit real = fit_gaussian(features(read_records(*data.train, 0, n_real)));
   const double fd = frechet_distance(fake, test), floor = frechet_distance(real, test);
@@ -139,6 +140,17 @@ nlohmann::json frechet_from(const std::function<torch::Tensor(const torch::Tenso
       << " records); ratio " << fixed(fd / floor, 2) << "\n";
   return {{name, fd}, {name + "_floor", floor}, {"ratio", fd / floor}, {"samples", o.samples},
           {"test_records", n_test}, {"real_records", n_real}};
+}
+
+// Prints G's class shares beside the real ones and returns them as JSON.
+nlohmann::json coverage_report(const ClassCoverage& c, std::ostream& out) {
+  const int64_t classes = static_cast<int64_t>(c.fake_share.size());
+  out << "classes of G's samples (the classifier's labels), % of samples, real test records' in brackets:\n ";
+  for (int64_t k = 0; k < classes; ++k)
+    out << " " << k << ": " << fixed(100 * c.fake_share[k], 1) << " (" << fixed(100 * c.real_share[k], 1) << ")";
+  out << "\nclasses covered: " << c.covered << " of " << classes << "; KL(G || real) of the class shares "
+      << fixed(c.kl, 4) << " nats\n";
+  return {{"fake_share", c.fake_share}, {"real_share", c.real_share}, {"covered", c.covered}, {"kl", c.kl}};
 }
 
 LabelledImages labelled(const datasets::Dataset& d, const datasets::DatasetSpec& spec, int64_t begin) {
@@ -208,14 +220,18 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
   if (o.metric == "parzen") {
     result = parzen(gan, data, o, out);
   } else if (o.metric == "frechet") {
-    Classifier c = load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin),
-                                            labelled(*data.test, data.test_spec, data.test_begin),
+    const LabelledImages test = labelled(*data.test, data.test_spec, data.test_begin);
+    Classifier c = load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin), test,
                                             classifier_cache(data), o.seed, o.classifier_epochs, out);
     out << "feature classifier: " << describe(c) << "\n";
-    result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, gan, data, o,
+    const torch::Tensor fake = generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim));
+    result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, fake, data, o,
                           "frechet_distance", out);
     result["classifier_accuracy"] = c.test_accuracy;
     result["classifier"] = c.path;
+    result["class_coverage"] = coverage_report(class_coverage(classifier_labels(c, fake), test.labels,
+                                                              c.net->head->options.out_features()),
+                                               out);
   } else {
     if (!fs::exists(o.inception)) throw UsageError("--inception " + o.inception + ": not found");
     torch::jit::script::Module inception = torch::jit::load(o.inception);
@@ -230,7 +246,8 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
       }
       return torch::cat(parts);
     };
-    result = frechet_from(features, gan, data, o, "fid", out);
+    result = frechet_from(features, generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim)), data, o,
+                          "fid", out);
     result["inception"] = o.inception;
   }
   result["metric"] = o.metric;

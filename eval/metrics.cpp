@@ -74,4 +74,21 @@ double frechet_distance(const GaussianFit& a, const GaussianFit& b) {
   return mean_term + (a.cov.trace() + b.cov.trace() - 2 * tr_sqrt).item<double>();
 }
 
+ClassCoverage class_coverage(const torch::Tensor& fake_labels, const torch::Tensor& real_labels, int64_t classes) {
+  auto shares = [classes](const torch::Tensor& labels) {
+    const torch::Tensor counts = torch::bincount(labels.to(torch::kLong).flatten(), {}, classes).to(torch::kFloat64);
+    const torch::Tensor share = counts / counts.sum();
+    return std::vector<double>(share.data_ptr<double>(), share.data_ptr<double>() + share.numel());
+  };
+  ClassCoverage c;
+  c.fake_share = shares(fake_labels);
+  c.real_share = shares(real_labels);
+  for (int64_t k = 0; k < classes; ++k) {
+    const double p = c.fake_share[k], q = c.real_share[k];
+    if (q > 0 && p >= q / 4) ++c.covered;
+    if (p > 0) c.kl += p * std::log(p / q);  // q = 0 < p: G draws a class real records lack, infinite
+  }
+  return c;
+}
+
 }  // namespace gantry::eval

@@ -44,4 +44,16 @@ torch::Tensor sqrtm_psd(const torch::Tensor& a);
 // tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)), whose argument is symmetric PSD.
 double frechet_distance(const GaussianFit& a, const GaussianFit& b);
 
+// How G's samples spread over the classes, as a classifier labels them, against the true labels of
+// real records: the mode-coverage measures of the GAN literature (Srivastava et al. 2017's VEEGAN,
+// Lin et al. 2018's PacGAN). A class is covered when G's share of it is at least a quarter of the
+// real share; kl is KL(G ‖ real) of the two class frequencies, in nats (0 when they agree; log K
+// when G draws one class of K equally frequent ones).
+struct ClassCoverage {
+  std::vector<double> fake_share, real_share;  // per class, each summing to 1
+  int64_t covered = 0;
+  double kl = 0;
+};
+ClassCoverage class_coverage(const torch::Tensor& fake_labels, const torch::Tensor& real_labels, int64_t classes);
+
 }  // namespace gantry::eval

@@ -77,6 +77,26 @@ TEST(Parzen, ChoosesTheMaximumLikelihoodSigmaOnValidation) {
   EXPECT_EQ(r.centres, 1);
 }
 
+// Class coverage: shares, the quarter-share rule and KL(G || real), against values by hand.
+TEST(ClassCoverage, SharesCoveredClassesAndKlAreExact) {
+  const torch::Tensor real = torch::tensor({0, 1, 2, 3, 0, 1, 2, 3}, torch::kLong);  // uniform over 4
+  auto same = eval::class_coverage(real, real, 4);
+  EXPECT_EQ(same.covered, 4);
+  EXPECT_EQ(same.kl, 0.0);
+  auto one = eval::class_coverage(torch::full({5}, 2, torch::kLong), real, 4);  // G draws only class 2
+  EXPECT_EQ(one.fake_share, (std::vector<double>{0, 0, 1, 0}));
+  EXPECT_EQ(one.real_share, (std::vector<double>{0.25, 0.25, 0.25, 0.25}));
+  EXPECT_EQ(one.covered, 1);
+  EXPECT_DOUBLE_EQ(one.kl, std::log(4.0));
+  // Shares 1/2, 7/16, 1/16, 0: class 2 holds exactly a quarter of its real share (covered), 3 none.
+  std::vector<int64_t> labels(16, 0);
+  for (int i = 8; i < 15; ++i) labels[i] = 1;
+  labels[15] = 2;
+  auto skewed = eval::class_coverage(torch::tensor(labels), real, 4);
+  EXPECT_EQ(skewed.covered, 3);
+  EXPECT_NEAR(skewed.kl, 0.5 * std::log(2.0) + 7.0 / 16 * std::log(7.0 / 4) + 1.0 / 16 * std::log(0.25), 1e-12);
+}
+
 TEST(Frechet, IdenticalSetsGiveZero) {
   torch::manual_seed(4);
   const torch::Tensor f = torch::randn({200, 16});
@@ -365,6 +385,14 @@ TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
   EXPECT_DOUBLE_EQ(first["frechet_distance"].get<double>(), second["frechet_distance"].get<double>());
   EXPECT_GT(first["frechet_distance_floor"].get<double>(), 0.0);
   EXPECT_EQ(first["real_records"].get<int64_t>(), 50);
+  // G's 50 samples, as the classifier labels them, over the 10 digit classes.
+  const auto& coverage = first["class_coverage"];
+  ASSERT_EQ(coverage["fake_share"].size(), 10u);
+  double total = 0;
+  for (const auto& share : coverage["fake_share"]) total += share.get<double>();
+  EXPECT_NEAR(total, 1.0, 1e-12);
+  EXPECT_GE(coverage["kl"].get<double>(), 0.0);
+  EXPECT_NE(log.str().find("classes covered: "), std::string::npos) << log.str();
 }
 
 TEST(Parzen, TheCommandReportsTheRunsHeldOutRecords) {
