@@ -145,12 +145,15 @@ nlohmann::json frechet_from(const std::function<torch::Tensor(const torch::Tenso
 // Prints G's class shares beside the real ones and returns them as JSON.
 nlohmann::json coverage_report(const ClassCoverage& c, std::ostream& out) {
   const int64_t classes = static_cast<int64_t>(c.fake_share.size());
-  out << "classes of G's samples (the classifier's labels), % of samples, real test records' in brackets:\n ";
+  out << "classes of G's samples (the classifier's labels), % of samples, the evaluation records' in brackets:\n ";
   for (int64_t k = 0; k < classes; ++k)
     out << " " << k << ": " << fixed(100 * c.fake_share[k], 1) << " (" << fixed(100 * c.real_share[k], 1) << ")";
-  out << "\nclasses covered: " << c.covered << " of " << classes << "; KL(G || real) of the class shares "
-      << fixed(c.kl, 4) << " nats\n";
-  return {{"fake_share", c.fake_share}, {"real_share", c.real_share}, {"covered", c.covered}, {"kl", c.kl}};
+  out << "\nclasses covered: " << c.covered << " of " << c.classes << "; KL(G || real) of the class shares "
+      << (std::isfinite(c.kl) ? fixed(c.kl, 4) + " nats" : "infinite (G draws a class the evaluation records lack)")
+      << "\n";
+  // JSON has no infinity: an infinite KL is written as null.
+  return {{"fake_share", c.fake_share}, {"real_share", c.real_share}, {"classes", c.classes}, {"covered", c.covered},
+          {"kl", std::isfinite(c.kl) ? nlohmann::json(c.kl) : nlohmann::json(nullptr)}};
 }
 
 LabelledImages labelled(const datasets::Dataset& d, const datasets::DatasetSpec& spec, int64_t begin) {

@@ -75,6 +75,8 @@ double frechet_distance(const GaussianFit& a, const GaussianFit& b) {
 }
 
 ClassCoverage class_coverage(const torch::Tensor& fake_labels, const torch::Tensor& real_labels, int64_t classes) {
+  if (fake_labels.numel() == 0 || real_labels.numel() == 0)
+    throw std::invalid_argument("class_coverage: no labels to count");
   auto shares = [classes](const torch::Tensor& labels) {
     const torch::Tensor counts = torch::bincount(labels.to(torch::kLong).flatten(), {}, classes).to(torch::kFloat64);
     const torch::Tensor share = counts / counts.sum();
@@ -85,6 +87,7 @@ ClassCoverage class_coverage(const torch::Tensor& fake_labels, const torch::Tens
   c.real_share = shares(real_labels);
   for (int64_t k = 0; k < classes; ++k) {
     const double p = c.fake_share[k], q = c.real_share[k];
+    if (q > 0) ++c.classes;
     if (q > 0 && p >= q / 4) ++c.covered;
     if (p > 0) c.kl += p * std::log(p / q);  // q = 0 < p: G draws a class real records lack, infinite
   }

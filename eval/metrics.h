@@ -48,10 +48,12 @@ double frechet_distance(const GaussianFit& a, const GaussianFit& b);
 // real records: the mode-coverage measures of the GAN literature (Srivastava et al. 2017's VEEGAN,
 // Lin et al. 2018's PacGAN). A class is covered when G's share of it is at least a quarter of the
 // real share; kl is KL(G ‖ real) of the two class frequencies, in nats (0 when they agree; log K
-// when G draws one class of K equally frequent ones).
+// when G draws one class of K equally frequent ones; infinite when G draws a class the real
+// records lack). Labels are 0 .. classes - 1; neither set may be empty.
 struct ClassCoverage {
   std::vector<double> fake_share, real_share;  // per class, each summing to 1
-  int64_t covered = 0;
+  int64_t classes = 0;                         // classes the real records hold
+  int64_t covered = 0;                         // of those
   double kl = 0;
 };
 ClassCoverage class_coverage(const torch::Tensor& fake_labels, const torch::Tensor& real_labels, int64_t classes);

@@ -81,6 +81,7 @@ TEST(Parzen, ChoosesTheMaximumLikelihoodSigmaOnValidation) {
 TEST(ClassCoverage, SharesCoveredClassesAndKlAreExact) {
   const torch::Tensor real = torch::tensor({0, 1, 2, 3, 0, 1, 2, 3}, torch::kLong);  // uniform over 4
   auto same = eval::class_coverage(real, real, 4);
+  EXPECT_EQ(same.classes, 4);
   EXPECT_EQ(same.covered, 4);
   EXPECT_EQ(same.kl, 0.0);
   auto one = eval::class_coverage(torch::full({5}, 2, torch::kLong), real, 4);  // G draws only class 2
@@ -95,6 +96,12 @@ TEST(ClassCoverage, SharesCoveredClassesAndKlAreExact) {
   auto skewed = eval::class_coverage(torch::tensor(labels), real, 4);
   EXPECT_EQ(skewed.covered, 3);
   EXPECT_NEAR(skewed.kl, 0.5 * std::log(2.0) + 7.0 / 16 * std::log(7.0 / 4) + 1.0 / 16 * std::log(0.25), 1e-12);
+  // Real records of classes 0 and 1 only, G also drawing class 2: 2 classes to cover, KL infinite.
+  auto extra = eval::class_coverage(torch::tensor({0, 1, 2}, torch::kLong), torch::tensor({0, 1}, torch::kLong), 3);
+  EXPECT_EQ(extra.classes, 2);
+  EXPECT_EQ(extra.covered, 2);
+  EXPECT_TRUE(std::isinf(extra.kl));
+  EXPECT_THROW(eval::class_coverage(torch::empty({0}, torch::kLong), real, 4), std::invalid_argument);
 }
 
 TEST(Frechet, IdenticalSetsGiveZero) {

@@ -279,9 +279,10 @@ TEST(GanStep, NonFiniteUpdatesAreSkippedWithoutATrace) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   ASSERT_TRUE(step.d_update(real, z, mix));
   ASSERT_TRUE(step.g_update(z));
-  auto everything = [&] {
+  auto everything = [&] {  // copies: the state's tensors are the live ones
     checkpoint::StateDict state;
     step.save_state(state);  // parameters, buffers and both optimizers' moments and steps
+    for (auto& [name, t] : state) t = t.clone();
     return state;
   };
   const checkpoint::StateDict before = everything();

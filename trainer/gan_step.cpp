@@ -140,8 +140,10 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
   g_reducer_ = comm::make_reducer(comm, models_.g->parameters(), reducer);
   d_reducer_ = comm::make_reducer(comm, models_.d->parameters(), reducer);
   for (const auto* m : {models_.g.get(), models_.d.get()})
-    for (const auto& b : m->buffers())
+    for (const auto& b : m->buffers()) {
+      buffers_.push_back(b);
       if (b.is_floating_point()) float_buffers_.push_back(b);
+    }
   stats_ = torch::zeros({kNumStats}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
   if (DeviceAdam::applies(*g_opt_) && DeviceAdam::applies(*d_opt_)) {
     g_device_adam_ = std::make_unique<DeviceAdam>(*g_opt_);
@@ -168,14 +170,15 @@ UpdateOutcome GanStep::finish_on_device(DeviceAdam& adam, const torch::nn::Modul
   for (const auto& p : m.parameters())
     if (p.grad().defined()) grads.push_back(p.grad());
   // 1 when some averaged gradient holds a NaN or an infinity (AMP's check, one multi-tensor
-  // kernel; the gradients are multiplied by 1).
+  // kernel; the gradients are multiplied by 1). Unlike the host path's sum, finite gradients whose
+  // sum overflows float pass.
   torch::Tensor found_inf = torch::zeros({}, skips_.options());
   if (!grads.empty())
     at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch::ones({}, skips_.options()));
   adam.step(found_inf);
   const torch::Tensor skipped = found_inf.to(torch::kBool);
   for (size_t i = 0; i < buffers.size(); ++i)
-    float_buffers_[i].copy_(torch::where(skipped, buffers[i], float_buffers_[i]));
+    buffers_[i].copy_(torch::where(skipped, buffers[i], buffers_[i]));
   skips_[slot] += found_inf;
   skips_[kSkipsRun].mul_(found_inf).add_(found_inf);  // one longer when skipped, else 0
   skips_[kSkipsLongestRun].copy_(torch::maximum(skips_[kSkipsLongestRun], skips_[kSkipsRun]));
@@ -191,7 +194,7 @@ SkippedUpdates GanStep::settle() {
   SkippedUpdates out{count(kSkipsD), count(kSkipsG), count(kSkipsLongestRun)};
   skips_[kSkipsD].zero_();
   skips_[kSkipsG].zero_();
-  skips_[kSkipsLongestRun].copy_(skips_[kSkipsRun]);  // a run in progress carries on
+  skips_[kSkipsLongestRun].zero_();  // a run in progress carries on in kSkipsRun
   return out;
 }
 
@@ -349,17 +352,18 @@ std::pair<double, double> GanStep::gradient_norms() const {
   return {norm(*models_.g), norm(*models_.d)};
 }
 
-// The floating BatchNorm statistics, copied before an update's forward passes change them, so a
-// skipped update leaves no trace (a NaN batch would otherwise poison the running means).
+// The models' buffers (BatchNorm's statistics and batch counts), copied before an update's forward
+// passes change them, so a skipped update leaves no trace (a NaN batch would otherwise poison the
+// running means).
 std::vector<torch::Tensor> GanStep::snapshot_buffers() const {
   std::vector<torch::Tensor> copy;
-  for (const auto& b : float_buffers_) copy.push_back(b.detach().clone());
+  for (const auto& b : buffers_) copy.push_back(b.detach().clone());
   return copy;
 }
 
 void GanStep::restore_buffers(const std::vector<torch::Tensor>& snapshot) {
   torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < snapshot.size(); ++i) float_buffers_[i].copy_(snapshot[i]);
+  for (size_t i = 0; i < snapshot.size(); ++i) buffers_[i].copy_(snapshot[i]);
 }
 
 void GanStep::set_d_trainable(bool trainable) {

@@ -133,7 +133,8 @@ class GanStep {
   std::unique_ptr<DeviceAdam> g_device_adam_, d_device_adam_;  // CUDA parameters: skips decided there
   enum SkipSlot : int64_t { kSkipsD, kSkipsG, kSkipsRun, kSkipsLongestRun, kNumSkipSlots };
   torch::Tensor skips_;  // on the device, since the last settle(): skipped updates, the current and longest run
-  std::vector<torch::Tensor> float_buffers_;
+  std::vector<torch::Tensor> buffers_;        // G's and D's, put back when an update is skipped
+  std::vector<torch::Tensor> float_buffers_;  // those averaged across ranks (BatchNorm's statistics)
   torch::Tensor stats_;
   UpdateTimes times_;
   torch::Tensor last_d_real_, last_d_fake_;
