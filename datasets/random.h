@@ -19,6 +19,7 @@ enum Stream : uint64_t {
   kModelInit = 6,
   kFlip = 7,
   kEvalLatent = 8,  // gantry sample / eval
+  kAugment = 9,     // train.augment's translations and cutouts
 };
 
 inline uint64_t mix64(uint64_t x) {

@@ -136,6 +136,10 @@ TEST(Config, CrossKeyChecks) {
             std::string::npos) << error_of(g);
   const auto h = write_yaml("frechet-ok.yaml", "data:\n  name: mnist\neval:\n  frechet_every: 100\n");
   EXPECT_EQ(load_config(h, {}).eval.frechet_every, 100);
+  const auto a = write_yaml("augment.yaml", "data:\n  name: gaussian1d\nmodel:\n  arch: mlp\ntrain:\n  augment: cutout\n");
+  EXPECT_NE(error_of(a).find(a + ":6: train.augment: augmentation is for images"), std::string::npos) << error_of(a);
+  const auto b = write_yaml("augment-bad.yaml", "train:\n  augment: flip\n");
+  EXPECT_NE(error_of(b).find(b + ":2: train.augment: "), std::string::npos) << error_of(b);
 }
 
 TEST(Config, BatchNotDivisibleByWorldNamesKey) {

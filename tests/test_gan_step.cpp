@@ -355,6 +355,32 @@ TEST(GanStep, OnCudaTheDeviceSkipsNonFiniteUpdatesWithoutATrace) {
   EXPECT_EQ(everything().at("optim/generator/net.0.weight/step").item<int64_t>(), 2);
 }
 
+// train.augment: D's updates see the augmented images (the update differs from the plain one and
+// repeats exactly from the same draws); G's update backpropagates through the augmentation.
+TEST(GanStep, AugmentationChangesWhatDSeesDeterministically) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  Config c = gantry::testing::small_dcgan_config();
+  c.train.augment = "translation,cutout";
+  const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
+  const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
+  const torch::Tensor d_draws = uniform_table(1, random::kAugment, 0, 0, 6, 2 * kAugmentDraws);
+  const torch::Tensor g_draws = uniform_table(1, random::kAugment, 1, 0, 6, kAugmentDraws);
+  auto after = [&](bool augment) {
+    GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+    EXPECT_TRUE(step.d_update(real, z, mix, augment ? d_draws : torch::Tensor()));
+    EXPECT_TRUE(step.g_update(z, augment ? g_draws : torch::Tensor()));
+    checkpoint::StateDict state;
+    step.save_state(state);
+    for (auto& [name, t] : state) t = t.clone();
+    return state;
+  };
+  const checkpoint::StateDict plain = after(false), augmented = after(true), again = after(true);
+  for (const auto& [name, t] : augmented) EXPECT_TRUE(torch::equal(t, again.at(name))) << name;
+  EXPECT_FALSE(torch::equal(plain.at("discriminator/param/net.0.weight"), augmented.at("discriminator/param/net.0.weight")));
+  EXPECT_FALSE(torch::equal(plain.at("generator/param/net.0.weight"), augmented.at("generator/param/net.0.weight")));
+}
+
 // G's moving average (train.g_ema_kimg): StyleGAN2-ADA's schedule, exactly.
 TEST(GeneratorAverage, BetaFollowsTheHalfLifeAndItsRampUp) {
   TrainConfig t;

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "trainer/augment.h"
 #include "trainer/losses.h"
 #include "trainer/models.h"
 
@@ -131,4 +133,48 @@ TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
     EXPECT_EQ(onednn, 2) << "the layers with 32 and 16 output channels";
     EXPECT_EQ(libtorch, shape.channels == 1 ? 1 : 2) << "the last layer (and CIFAR's 8-channel one)";
   }
+}
+
+// train.augment (DiffAugment): translation by the drawn shift with zero fill, and a cutout square
+// at the drawn place, pixel for pixel against loops; both differentiable (each output pixel's
+// gradient lands on the one input pixel it came from).
+TEST(Augment, TranslationAndCutoutMoveAndMaskExactlyTheDrawnPixels) {
+  const int64_t h = 28, w = 28;  // r = 4 (shifts -4..4), cutout 14 x 14
+  const torch::Tensor x = torch::arange(2 * 3 * h * w, torch::kFloat32).view({2, 3, h, w}).add_(1).requires_grad_();
+  // Image 0: u = 0 -> shift -4 in y and x; cutout top/left at 0 - 7. Image 1: shift +2 in y
+  // (floor(0.7 * 9) - 4), -1 in x (floor(0.35 * 9) - 4); cutout top floor(0.5 * 29) - 7 = 7, left floor(0.99 * 29) - 7 = 21.
+  const torch::Tensor u = torch::tensor({0.0F, 0.0F, 0.0F, 0.0F, 0.7F, 0.35F, 0.5F, 0.99F}).view({2, 4});
+  const int64_t ty[2] = {-4, 2}, tx[2] = {-4, -1}, top[2] = {-7, 7}, left[2] = {-7, 21};
+  const torch::Tensor moved = diff_augment(x, u, {true, false});
+  const torch::Tensor both = diff_augment(x, u, {true, true});
+  const torch::Tensor cut = diff_augment(x, u, {false, true});
+  const torch::Tensor xd = x.detach(), md = moved.detach(), bd = both.detach(), cd = cut.detach();
+  auto xa = xd.accessor<float, 4>();
+  auto ma = md.accessor<float, 4>();
+  auto ba = bd.accessor<float, 4>();
+  auto ca = cd.accessor<float, 4>();
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < h; ++i)
+        for (int64_t j = 0; j < w; ++j) {
+          const int64_t si = i + ty[n], sj = j + tx[n];
+          const float shifted = si >= 0 && si < h && sj >= 0 && sj < w ? xa[n][c][si][sj] : 0.0F;
+          const bool hole = i >= top[n] && i < top[n] + 14 && j >= left[n] && j < left[n] + 14;
+          ASSERT_EQ(ma[n][c][i][j], shifted) << n << " " << c << " " << i << " " << j;
+          ASSERT_EQ(ba[n][c][i][j], hole ? 0.0F : shifted) << n << " " << c << " " << i << " " << j;
+          ASSERT_EQ(ca[n][c][i][j], hole ? 0.0F : xa[n][c][i][j]) << n << " " << c << " " << i << " " << j;
+        }
+  both.sum().backward();  // d/dx: 1 on every input pixel that reached an output pixel outside the hole
+  const torch::Tensor grad = x.grad();
+  auto ga = grad.accessor<float, 4>();
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t oi = i - ty[n], oj = j - tx[n];  // where input pixel (i, j) went
+        const bool kept = oi >= 0 && oi < h && oj >= 0 && oj < w &&
+                          !(oi >= top[n] && oi < top[n] + 14 && oj >= left[n] && oj < left[n] + 14);
+        ASSERT_EQ(ga[n][0][i][j], kept ? 1.0F : 0.0F) << n << " " << i << " " << j;
+      }
+  EXPECT_TRUE(torch::equal(diff_augment(x, u, {}), x));  // "none"
+  EXPECT_THROW(parse_augment("flip"), std::invalid_argument);
 }

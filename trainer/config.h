@@ -69,6 +69,9 @@ struct TrainConfig {
   // images generated so far early in a run (0: no ramp-up).
   double g_ema_kimg = 0;
   double g_ema_rampup = 0.05;
+  // DiffAugment on everything D sees (trainer/augment.h): none | translation | cutout |
+  // translation,cutout.
+  std::string augment = "none";
   int64_t log_every = 50;
   int64_t sample_every = 500;
   int64_t consistency_every = 100;

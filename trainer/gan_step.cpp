@@ -131,6 +131,7 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
       loss_(parse_loss(config.train.loss)),
       gp_weight_(config.train.gp_weight),
       train_(config.train),
+      augment_(parse_augment(config.train.augment)),
       device_(models_.g->parameters().front().device()),
       bf16_(config.train.precision == "bf16"),
       comm_(comm) {
@@ -150,6 +151,11 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
     d_device_adam_ = std::make_unique<DeviceAdam>(*d_opt_);
     skips_ = torch::zeros({kNumSkipSlots}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   }
+}
+
+torch::Tensor GanStep::seen_by_d(const torch::Tensor& x, const torch::Tensor& augment, int64_t k) const {
+  if (!augment_.any() || !augment.defined()) return x;
+  return diff_augment(x, augment.slice(1, k * kAugmentDraws, (k + 1) * kAugmentDraws), augment_);
 }
 
 UpdateOutcome GanStep::apply_update(torch::optim::Adam& opt, DeviceAdam* device_adam, const torch::nn::Module& m,
@@ -198,10 +204,12 @@ SkippedUpdates GanStep::settle() {
   return out;
 }
 
-UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in) {
+UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in,
+                                const torch::Tensor& augment) {
   const auto t0 = Clock::now();
   // From pinned host memory these copies are asynchronous (a no-op on the CPU).
-  const torch::Tensor real = real_in.to(device_, /*non_blocking=*/true), z = z_in.to(device_, /*non_blocking=*/true),
+  torch::Tensor real = real_in.to(device_, /*non_blocking=*/true);
+  const torch::Tensor z = z_in.to(device_, /*non_blocking=*/true),
                       penalty_mix = penalty_mix_in.to(device_, /*non_blocking=*/true);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
   torch::Tensor fake, real_logits, fake_logits;
@@ -209,8 +217,9 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     AutocastGuard autocast(device_, bf16_);
     {
       torch::NoGradGuard no_grad;
-      fake = models_.generate(z);
+      fake = seen_by_d(models_.generate(z), augment, 1);
     }
+    real = seen_by_d(real, augment, 0);
     clear_grads(*d_opt_);
     // Losses in fp32 whatever the forward passes ran in.
     if (models_.d_per_sample) {
@@ -254,7 +263,7 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
   return outcome;
 }
 
-UpdateOutcome GanStep::g_update(const torch::Tensor& z_in) {
+UpdateOutcome GanStep::g_update(const torch::Tensor& z_in, const torch::Tensor& augment) {
   const auto t0 = Clock::now();
   const torch::Tensor z = z_in.to(device_, /*non_blocking=*/true);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
@@ -264,7 +273,7 @@ UpdateOutcome GanStep::g_update(const torch::Tensor& z_in) {
   {
     AutocastGuard autocast(device_, bf16_);
     fake = models_.generate(z);
-    logits = models_.discriminate(fake).to(torch::kFloat32);
+    logits = models_.discriminate(seen_by_d(fake, augment, 0)).to(torch::kFloat32);
   }
   const torch::Tensor loss = generator_loss(loss_, logits);
   g_reducer_->prepare();

@@ -11,6 +11,7 @@
 #include "comm/communicator.h"
 #include "comm/reducer.h"
 #include "trainer/adam.h"
+#include "trainer/augment.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/losses.h"
@@ -71,8 +72,12 @@ class GanStep {
   // An update is skipped when its averaged gradient held a NaN or an infinity (or some rank's
   // loss did): the optimizer does not step and the BatchNorm buffers are put back. Every rank
   // skips alike. On a GPU nothing here waits for the device unless the outcome is read.
-  UpdateOutcome d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix);
-  UpdateOutcome g_update(const torch::Tensor& z);
+  // With train.augment, D sees real and fake images augmented (trainer/augment.h) by `augment`'s
+  // uniforms: [n, 2 * kAugmentDraws] for a D update (real's, then fake's), [n, kAugmentDraws] for a
+  // G update. Undefined: D sees them as they are.
+  UpdateOutcome d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix,
+                         const torch::Tensor& augment = torch::Tensor());
+  UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor());
   // Whether outcomes are decided on the device (then count them with settle()).
   bool decides_on_device() const { return d_device_adam_ != nullptr; }
   // The device's skipped updates since the last call (a device sync; zeros on the CPU), and the
@@ -110,6 +115,8 @@ class GanStep {
 
  private:
   void set_d_trainable(bool trainable);
+  // x as D sees it: augmented by columns [k, k + 1) * kAugmentDraws of `augment`, or as it is.
+  torch::Tensor seen_by_d(const torch::Tensor& x, const torch::Tensor& augment, int64_t k) const;
   std::vector<torch::Tensor> snapshot_buffers() const;
   void restore_buffers(const std::vector<torch::Tensor>& snapshot);
   // An update's end, after the all-reduce: the Adam step if every averaged gradient is finite,
@@ -125,6 +132,7 @@ class GanStep {
   LossKind loss_;
   double gp_weight_;
   TrainConfig train_;     // G's average: its half-life, ramp-up and the batch
+  AugmentPolicy augment_;  // train.augment
   torch::Device device_;  // where the models live; inputs arrive on the host or there
   bool bf16_;             // train.precision: bf16 autocast around the forward passes
   comm::Communicator& comm_;

@@ -35,4 +35,16 @@ inline torch::Tensor uniform_rows(uint64_t seed, uint64_t stream, int64_t draw, 
   return u;
 }
 
+// [n, cols] Uniform(0, 1) values, row i keyed as global sample first_index + i (train.augment's).
+inline torch::Tensor uniform_table(uint64_t seed, uint64_t stream, int64_t draw, int64_t first_index, int64_t n,
+                                   int64_t cols, bool pinned = false) {
+  torch::Tensor u = torch::empty({n, cols}, torch::TensorOptions().pinned_memory(pinned));
+  float* out = u.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    random::Rng rng(random::key({seed, stream, static_cast<uint64_t>(draw), static_cast<uint64_t>(first_index + i)}));
+    for (int64_t k = 0; k < cols; ++k) out[i * cols + k] = static_cast<float>(rng.uniform());
+  }
+  return u;
+}
+
 }  // namespace gantry

@@ -19,6 +19,7 @@
 #include "comm/watchdog.h"
 #include "datasets/stream.h"
 #include "gantry_version.h"
+#include "trainer/augment.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device.h"
 #include "trainer/gan_step.h"
@@ -481,20 +482,30 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   UpdateTimes phase_totals;   // this rank's, for summary.json's step breakdown
   double data_wait_total = 0;  // the ranks' mean, summed over the log intervals
   const bool pinned = device.is_cuda();  // latents copied to the GPU without a sync
+  const int64_t first = static_cast<int64_t>(rank) * local_batch;  // this rank's first global row
+  // train.augment's uniforms for `images` batches of this rank's rows (none when it is off).
+  const bool augmenting = parse_augment(config.train.augment).any();
+  auto augment_draws = [&](int64_t draw, int64_t images) {
+    if (!augmenting) return torch::Tensor();
+    return uniform_table(seed, random::kAugment, draw, first, local_batch,
+                         images * kAugmentDraws, pinned);
+  };
   for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
     const auto step_start = Clock::now();
     if (watchdog) watchdog->set_step(step);
-    const int64_t first = static_cast<int64_t>(rank) * local_batch;  // this rank's first global row
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
       after_update(gan->d_update(maybe_poison(stream->next(), fault, 'd', step + 1, rank),
                                  latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim, pinned),
-                                 uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned)),
+                                 uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned),
+                                 augment_draws(draw, 2)),
                    "D", step + 1);
     }
-    after_update(gan->g_update(maybe_poison(latent_rows(seed, random::kLatent, step * (d_steps + 1) + d_steps, first,
-                                                        local_batch, config.model.z_dim, pinned),
-                                            fault, 'g', step + 1, rank)),
+    const int64_t g_draw = step * (d_steps + 1) + d_steps;
+    after_update(gan->g_update(maybe_poison(latent_rows(seed, random::kLatent, g_draw, first, local_batch,
+                                                        config.model.z_dim, pinned),
+                                            fault, 'g', step + 1, rank),
+                               augment_draws(g_draw, 1)),
                  "G", step + 1);
     gan->sync_buffers();
     gan->update_g_ema(step + 1);  // after the sync: G's BatchNorm statistics are the ranks' mean
