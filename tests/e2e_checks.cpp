@@ -43,11 +43,16 @@ double rel_diff(double a, double b) { return std::abs(a - b) / std::max(std::abs
 
 }  // namespace
 
-// mlp, 20 steps, global batch 96 on np = 1, 2, 3.
+// Each run against its np = 1 peer: mlp, 20 steps, global batch 96.
+const std::vector<std::pair<std::string, std::string>> kInvariancePairs = {
+    {"invariance-np1", "invariance-np2"},
+    {"invariance-np1", "invariance-np3"},
+    {"invariance-augment-np1", "invariance-augment-np2"}};  // train.augment: translation,cutout
+
 TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
-  const auto one = read_log(run("invariance-np1"));
-  ASSERT_EQ(one.size(), 20u);
-  for (const char* other : {"invariance-np2", "invariance-np3"}) {
+  for (const auto& [reference, other] : kInvariancePairs) {
+    const auto one = read_log(run(reference));
+    ASSERT_EQ(one.size(), 20u) << reference;
     const auto log = read_log(run(other));
     ASSERT_EQ(log.size(), one.size()) << other;
     for (size_t i = 0; i < one.size(); ++i) {
@@ -65,9 +70,9 @@ TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
 // Tolerance: max |diff| <= 5e-4 and mean |diff| <= 1e-5 per tensor (measured on 2 cores:
 // max 3.3e-5, mean 6.6e-7 for np=2; max 4.6e-6, mean 9.4e-8 for np=3).
 TEST(WorldSizeInvariance, FinalParametersAgree) {
-  const auto one = read_weights(run("invariance-np1") / "final.pt");
-  ASSERT_FALSE(one.empty());
-  for (const char* other : {"invariance-np2", "invariance-np3"}) {
+  for (const auto& [reference, other] : kInvariancePairs) {
+    const auto one = read_weights(run(reference) / "final.pt");
+    ASSERT_FALSE(one.empty()) << reference;
     const auto w = read_weights(run(other) / "final.pt");
     ASSERT_EQ(w.size(), one.size());
     for (const auto& [name, t] : one) {
@@ -77,6 +82,15 @@ TEST(WorldSizeInvariance, FinalParametersAgree) {
       EXPECT_LE(diff.mean().item<double>(), 1e-5) << other << " " << name;
     }
   }
+}
+
+// The augmented pair is not the plain one under another name: D saw other inputs from step 1 on.
+TEST(WorldSizeInvariance, AugmentedRunsTrainOnAugmentedImages) {
+  const auto plain = read_log(run("invariance-np1")), augmented = read_log(run("invariance-augment-np1"));
+  ASSERT_FALSE(plain.empty());
+  ASSERT_EQ(plain.size(), augmented.size());
+  EXPECT_GT(rel_diff(augmented[0]["d_loss"].get<double>(), plain[0]["d_loss"].get<double>()), 1e-3)
+      << augmented[0]["d_loss"] << " vs " << plain[0]["d_loss"];
 }
 
 // gaussian1d on np = 2: G matches the data and D sits at the optimum D* = 1/2.
