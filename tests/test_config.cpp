@@ -140,6 +140,10 @@ TEST(Config, CrossKeyChecks) {
   EXPECT_NE(error_of(a).find(a + ":6: train.augment: augmentation is for images"), std::string::npos) << error_of(a);
   const auto b = write_yaml("augment-bad.yaml", "train:\n  augment: flip\n");
   EXPECT_NE(error_of(b).find(b + ":2: train.augment: "), std::string::npos) << error_of(b);
+  const auto r = write_yaml("r1-wgan.yaml", "train:\n  loss: wgan-gp\n  r1_gamma: 0.1\n");
+  EXPECT_NE(error_of(r).find(r + ":3: train.r1_gamma: wgan-gp has its own"), std::string::npos) << error_of(r);
+  const auto e = write_yaml("r1-every.yaml", "train:\n  r1_every: 0\n");
+  EXPECT_NE(error_of(e).find(e + ":2: train.r1_every: "), std::string::npos) << error_of(e);
 }
 
 TEST(Config, BatchNotDivisibleByWorldNamesKey) {

@@ -381,6 +381,48 @@ TEST(GanStep, AugmentationChangesWhatDSeesDeterministically) {
   EXPECT_FALSE(torch::equal(plain.at("generator/param/net.0.weight"), augmented.at("generator/param/net.0.weight")));
 }
 
+// train.r1_gamma: a D update with r1 set adds exactly r1_gamma / 2 * r1_every times R1's gradient
+// (taken at the same weights from a separate copy of D) to the gradient it applies, and logs the
+// penalty; one without adds nothing.
+TEST(GanStep, R1AddsItsScaledGradientToDsUpdate) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  Config c = gantry::testing::small_dcgan_config();
+  c.train.r1_gamma = 0.5;
+  c.train.r1_every = 4;
+  const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
+  const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
+  auto d_gradient_and_stats = [&](bool r1) {
+    GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+    EXPECT_TRUE(step.d_update(real, z, mix, torch::Tensor(), r1));
+    std::vector<torch::Tensor> grads;
+    for (const auto& p : step.models().d->parameters()) grads.push_back(p.grad().clone());
+    return std::pair{grads, step.take_stats()};
+  };
+  const auto [plain, plain_stats] = d_gradient_and_stats(false);
+  const auto [regularized, stats] = d_gradient_and_stats(true);
+
+  GanModels fresh = make_models(c, {1, 28, 28});  // the same seed: D's weights before the update
+  const torch::Tensor penalty = r1_penalty(fresh.discriminate, real);
+  const auto params = fresh.d->parameters();
+  // Some weights (a bias just before the logit) do not reach grad_x D: R1 leaves them alone.
+  const auto penalty_grads = torch::autograd::grad({penalty}, params, {}, /*retain_graph=*/c10::nullopt,
+                                                   /*create_graph=*/false, /*allow_unused=*/true);
+  ASSERT_EQ(regularized.size(), params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const torch::Tensor expected =
+        penalty_grads[i].defined() ? plain[i] + 0.5 * 0.5 * 4 * penalty_grads[i] : plain[i];
+    EXPECT_TRUE(torch::allclose(regularized[i], expected, 1e-4, 1e-6))
+        << i << ": max diff " << (regularized[i] - expected).abs().max().item<double>();
+  }
+  EXPECT_GT((regularized[0] - plain[0]).abs().max().item<double>(), 1e-6);  // R1 moved something
+  EXPECT_EQ(plain_stats[kR1Count].item<double>(), 0);
+  EXPECT_EQ(stats[kR1Count].item<double>(), 1);
+  EXPECT_NEAR(stats[kR1Sum].item<double>(), penalty.item<double>(), 1e-5 * penalty.item<double>());
+  // D's loss as reported leaves the penalty out.
+  EXPECT_EQ(stats[kDLossSum].item<double>(), plain_stats[kDLossSum].item<double>());
+}
+
 // G's moving average (train.g_ema_kimg): StyleGAN2-ADA's schedule, exactly.
 TEST(GeneratorAverage, BetaFollowsTheHalfLifeAndItsRampUp) {
   TrainConfig t;

@@ -1,5 +1,5 @@
 // Tests: the losses' exact values where the maths gives them, WGAN-GP's penalty on a linear
-// critic, and the architectures' shapes.
+// critic, R1's closed forms, and the architectures' shapes.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -57,6 +57,26 @@ TEST(Losses, GradientPenaltyOfALinearCriticIsExact) {
   gp.backward();
   EXPECT_NEAR(w.grad()[0].item<double>(), 2 * 4 * 3 / 5.0, 1e-4);
   EXPECT_NEAR(w.grad()[1].item<double>(), 2 * 4 * 4 / 5.0, 1e-4);
+}
+
+// R1 has closed forms: a linear D(x) = w.x + b has gradient w at every x, so the penalty is
+// ||w||^2 and its gradient in w is 2w; D(x) = a/2 ||x||^2 has gradient a x, so the penalty is
+// a^2 mean ||x||^2.
+TEST(Losses, R1PenaltyMatchesClosedForms) {
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const torch::Tensor real = torch::randn({5, 2, 3, 3}, f64);
+  const torch::Tensor w = torch::randn({18}, f64).requires_grad_(true);
+  const torch::Tensor b = torch::randn({1}, f64);
+  const torch::Tensor linear = r1_penalty([&](const torch::Tensor& x) { return x.flatten(1).matmul(w) + b; }, real);
+  EXPECT_NEAR(linear.item<double>(), w.detach().square().sum().item<double>(), 1e-12);
+  const torch::Tensor dw = torch::autograd::grad({linear}, {w})[0];
+  EXPECT_TRUE(torch::allclose(dw, 2 * w.detach(), 1e-12, 1e-12));  // the double backward reaches D's weights
+
+  const double a = 0.7;
+  const torch::Tensor quadratic =
+      r1_penalty([&](const torch::Tensor& x) { return 0.5 * a * x.flatten(1).square().sum(1); }, real);
+  EXPECT_NEAR(quadratic.item<double>(), a * a * real.flatten(1).square().sum(1).mean().item<double>(), 1e-12);
+  EXPECT_FALSE(real.requires_grad());  // the caller's tensor is left as it was
 }
 
 TEST(Models, ShapesForEveryArchitectureAndDataset) {

@@ -171,6 +171,8 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("train.g_ema_kimg", train.g_ema_kimg, at_least(0.0)),
       GANTRY_FIELD("train.g_ema_rampup", train.g_ema_rampup, at_least(0.0)),
       GANTRY_FIELD("train.augment", train.augment, one_of({"none", "translation", "cutout", "translation,cutout"})),
+      GANTRY_FIELD("train.r1_gamma", train.r1_gamma, at_least(0.0)),
+      GANTRY_FIELD("train.r1_every", train.r1_every, at_least<int64_t>(1)),
       GANTRY_FIELD("train.log_every", train.log_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.sample_every", train.sample_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.consistency_every", train.consistency_every, at_least<int64_t>(0)),
@@ -348,6 +350,9 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
   if (config.data.name == "gaussian1d" && config.train.augment != "none")
     throw ConfigError("config error: " + config.where("train.augment") + ": train.augment: augmentation is for " +
                       "images; gaussian1d data needs 'none', got '" + config.train.augment + "'");
+  if (config.train.loss == "wgan-gp" && config.train.r1_gamma > 0)
+    throw ConfigError("config error: " + config.where("train.r1_gamma") + ": train.r1_gamma: wgan-gp has its own " +
+                      "gradient penalty (train.gp_weight); R1 is for minimax, non-saturating and hinge");
   if (config.eval.frechet_every > 0 && config.data.name != "mnist" && config.data.name != "fashion-mnist" &&
       config.data.name != "cifar10")
     throw ConfigError("config error: " + config.where("eval.frechet_every") + ": eval.frechet_every: the Fréchet " +

@@ -72,6 +72,11 @@ struct TrainConfig {
   // DiffAugment on everything D sees (trainer/augment.h): none | translation | cutout |
   // translation,cutout.
   std::string augment = "none";
+  // R1 (Mescheder et al. 2018): r1_gamma / 2 * E[||grad_x D(x)||^2] on the real images, added to
+  // D's loss every r1_every-th D update and scaled by r1_every (StyleGAN2's lazy regularization).
+  // 0: off.
+  double r1_gamma = 0;
+  int64_t r1_every = 16;
   int64_t log_every = 50;
   int64_t sample_every = 500;
   int64_t consistency_every = 100;

@@ -205,10 +205,11 @@ SkippedUpdates GanStep::settle() {
 }
 
 UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in,
-                                const torch::Tensor& augment) {
+                                const torch::Tensor& augment, bool r1) {
   const auto t0 = Clock::now();
   // From pinned host memory these copies are asynchronous (a no-op on the CPU).
-  torch::Tensor real = real_in.to(device_, /*non_blocking=*/true);
+  const torch::Tensor unaugmented = real_in.to(device_, /*non_blocking=*/true);
+  torch::Tensor real = unaugmented;
   const torch::Tensor z = z_in.to(device_, /*non_blocking=*/true),
                       penalty_mix = penalty_mix_in.to(device_, /*non_blocking=*/true);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
@@ -240,6 +241,17 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     // The penalty's double backward runs in fp32: a gradient norm is what bf16 rounds worst.
     loss = loss + gp_weight_ * gradient_penalty(models_.discriminate, real, fake.to(torch::kFloat32), penalty_mix);
     reported = loss;
+  }
+  if (r1 && train_.r1_gamma > 0) {
+    // Its own pass over the reals in fp32, like WGAN-GP's penalty, with the gradient taken before
+    // the augmentation (as StyleGAN2-ADA does). The pass also moves D's BatchNorm running
+    // statistics, which D, always in training mode, never reads. Not in the reported loss: it is
+    // logged on its own as r1_penalty.
+    const torch::Tensor penalty = r1_penalty(
+        [&](const torch::Tensor& x) { return models_.discriminate(seen_by_d(x, augment, 0)); }, unaugmented);
+    loss = loss + (0.5 * train_.r1_gamma * static_cast<double>(train_.r1_every)) * penalty;
+    stats_[kR1Sum] += penalty.detach().to(torch::kFloat64);
+    stats_[kR1Count] += 1;
   }
   d_reducer_->prepare();
   poison_if_nonfinite(loss).backward();

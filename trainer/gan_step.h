@@ -23,6 +23,7 @@ namespace gantry {
 enum StatSlot : int64_t {
   kDLossSum, kGLossSum, kDRealSum, kDFakeSum, kDUpdates, kGUpdates, kFakeSum, kFakeSqSum, kFakeCount,
   kDNonFinite, kGNonFinite,  // updates whose loss was NaN or infinite
+  kR1Sum, kR1Count,          // train.r1_gamma's penalty, on the D updates that add it
   kNumStats
 };
 
@@ -75,8 +76,9 @@ class GanStep {
   // With train.augment, D sees real and fake images augmented (trainer/augment.h) by `augment`'s
   // uniforms: [n, 2 * kAugmentDraws] for a D update (real's, then fake's), [n, kAugmentDraws] for a
   // G update. Undefined: D sees them as they are.
+  // r1: this D update adds train.r1_gamma's penalty (the caller picks every r1_every-th).
   UpdateOutcome d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix,
-                         const torch::Tensor& augment = torch::Tensor());
+                         const torch::Tensor& augment = torch::Tensor(), bool r1 = false);
   UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor());
   // Whether outcomes are decided on the device (then count them with settle()).
   bool decides_on_device() const { return d_device_adam_ != nullptr; }

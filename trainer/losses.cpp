@@ -41,6 +41,15 @@ torch::Tensor generator_loss(LossKind kind, const torch::Tensor& fake) {
   throw std::logic_error("generator_loss: unknown loss");
 }
 
+torch::Tensor r1_penalty(const std::function<torch::Tensor(const torch::Tensor&)>& discriminate,
+                         const torch::Tensor& real) {
+  const torch::Tensor x = real.detach().requires_grad_(true);
+  const torch::Tensor out = discriminate(x);
+  const torch::Tensor grad = torch::autograd::grad({out.sum()}, {x}, /*grad_outputs=*/{},
+                                                   /*retain_graph=*/true, /*create_graph=*/true)[0];
+  return grad.flatten(1).square().sum(1).mean();
+}
+
 torch::Tensor gradient_penalty(const std::function<torch::Tensor(const torch::Tensor&)>& discriminate,
                                const torch::Tensor& real, const torch::Tensor& fake, const torch::Tensor& eps) {
   std::vector<int64_t> shape(real.dim(), 1);

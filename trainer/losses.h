@@ -20,6 +20,11 @@ LossKind parse_loss(const std::string& name);
 torch::Tensor discriminator_loss(LossKind kind, const torch::Tensor& real_logits, const torch::Tensor& fake_logits);
 torch::Tensor generator_loss(LossKind kind, const torch::Tensor& fake_logits);
 
+// R1's penalty mean(||grad_x D(x)||_2^2) at the real images, with a graph for the double
+// backward. The gradient is taken at `real` itself (discriminate may augment it first).
+torch::Tensor r1_penalty(const std::function<torch::Tensor(const torch::Tensor&)>& discriminate,
+                         const torch::Tensor& real);
+
 // WGAN-GP's penalty mean((||grad_x D(x_hat)||_2 - 1)^2) at x_hat = eps*real + (1-eps)*fake,
 // with a graph for the double backward. eps has one value per sample.
 torch::Tensor gradient_penalty(const std::function<torch::Tensor(const torch::Tensor&)>& discriminate,

@@ -40,6 +40,7 @@ void Reporter::log(const LogRecord& r) {
                       {"img_per_s", r.img_per_s}, {"data_wait_s", r.data_wait_s}};
   if (r.fake_mean) j["fake_mean"] = *r.fake_mean;
   if (r.fake_std) j["fake_std"] = *r.fake_std;
+  if (r.r1_penalty) j["r1_penalty"] = *r.r1_penalty;
   jsonl_ << j.dump() << '\n';
   jsonl_.flush();
 
@@ -51,6 +52,10 @@ void Reporter::log(const LogRecord& r) {
   std::string text = line;
   if (r.fake_mean) {
     std::snprintf(line, sizeof line, "  fake mean %.3f std %.3f", *r.fake_mean, *r.fake_std);
+    text += line;
+  }
+  if (r.r1_penalty) {
+    std::snprintf(line, sizeof line, "  R1 %.4g", *r.r1_penalty);
     text += line;
   }
   message(text);

@@ -17,6 +17,7 @@ struct LogRecord {
   double img_per_s = 0;  // real images per second, whole job
   double data_wait_s = 0;  // seconds per step the training thread waited for data (rank average)
   std::optional<double> fake_mean, fake_std;  // gaussian1d only
+  std::optional<double> r1_penalty;  // train.r1_gamma: mean ||grad_x D(x)||^2 on the reals
 };
 
 class Reporter {

@@ -498,7 +498,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       after_update(gan->d_update(maybe_poison(stream->next(), fault, 'd', step + 1, rank),
                                  latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim, pinned),
                                  uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned),
-                                 augment_draws(draw, 2)),
+                                 augment_draws(draw, 2),
+                                 /*r1=*/(step * d_steps + k) % config.train.r1_every == 0),
                    "D", step + 1);
     }
     const int64_t g_draw = step * (d_steps + 1) + d_steps;
@@ -537,6 +538,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       r.data_wait_s = data_wait.item<double>() / static_cast<double>(done - last_log_step);
       data_wait_total += data_wait.item<double>();
       r.img_per_s = static_cast<double>((done - last_log_step) * d_steps * config.train.batch_size) / seconds;
+      if (s[kR1Count] > 0) r.r1_penalty = s[kR1Sum] / s[kR1Count];
       if (!images) {
         const double mean = s[kFakeSum] / s[kFakeCount];
         r.fake_mean = mean;
