@@ -47,7 +47,7 @@ double rel_diff(double a, double b) { return std::abs(a - b) / std::max(std::abs
 const std::vector<std::pair<std::string, std::string>> kInvariancePairs = {
     {"invariance-np1", "invariance-np2"},
     {"invariance-np1", "invariance-np3"},
-    {"invariance-augment-np1", "invariance-augment-np2"}};  // train.augment: translation,cutout
+    {"invariance-augment-np1", "invariance-augment-np2"}};  // train.augment: translation,cutout; R1
 
 TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
   for (const auto& [reference, other] : kInvariancePairs) {
@@ -57,9 +57,12 @@ TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
     ASSERT_EQ(log.size(), one.size()) << other;
     for (size_t i = 0; i < one.size(); ++i) {
       ASSERT_EQ(log[i]["step"], one[i]["step"]);
-      for (const char* key : {"d_loss", "g_loss", "d_real", "d_fake"})
+      for (const char* key : {"d_loss", "g_loss", "d_real", "d_fake", "r1_penalty"}) {
+        ASSERT_EQ(log[i].contains(key), one[i].contains(key)) << other << " step " << one[i]["step"] << " " << key;
+        if (!one[i].contains(key)) continue;
         EXPECT_LT(rel_diff(log[i][key].get<double>(), one[i][key].get<double>()), 1e-4)
             << other << " step " << one[i]["step"] << " " << key << ": " << log[i][key] << " vs " << one[i][key];
+      }
     }
   }
 }
@@ -84,13 +87,20 @@ TEST(WorldSizeInvariance, FinalParametersAgree) {
   }
 }
 
-// The augmented pair is not the plain one under another name: D saw other inputs from step 1 on.
-TEST(WorldSizeInvariance, AugmentedRunsTrainOnAugmentedImages) {
+// The augmented pair is not the plain one under another name: D saw other inputs from step 1 on,
+// and R1 ran on every other D update (steps 1, 3, ...: updates 0, 2, ...), on no other.
+TEST(WorldSizeInvariance, AugmentedRunsTrainOnAugmentedImagesWithR1) {
   const auto plain = read_log(run("invariance-np1")), augmented = read_log(run("invariance-augment-np1"));
   ASSERT_FALSE(plain.empty());
   ASSERT_EQ(plain.size(), augmented.size());
   EXPECT_GT(rel_diff(augmented[0]["d_loss"].get<double>(), plain[0]["d_loss"].get<double>()), 1e-3)
       << augmented[0]["d_loss"] << " vs " << plain[0]["d_loss"];
+  for (const json& line : augmented) {
+    const bool regularized = line["step"].get<int64_t>() % 2 == 1;
+    ASSERT_EQ(line.contains("r1_penalty"), regularized) << line.dump();
+    if (regularized) EXPECT_GT(line["r1_penalty"].get<double>(), 0) << line.dump();
+  }
+  for (const json& line : plain) EXPECT_FALSE(line.contains("r1_penalty")) << line.dump();
 }
 
 // gaussian1d on np = 2: G matches the data and D sits at the optimum D* = 1/2.

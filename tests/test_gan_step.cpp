@@ -8,10 +8,12 @@
 #include <limits>
 
 #include "tests/small_models.h"
+#include "trainer/augment.h"
 #include "trainer/device.h"
 #include "trainer/ema.h"
 #include "trainer/gan_step.h"
 #include "trainer/latent.h"
+#include "trainer/losses.h"
 
 using namespace gantry;
 
@@ -356,7 +358,8 @@ TEST(GanStep, OnCudaTheDeviceSkipsNonFiniteUpdatesWithoutATrace) {
 }
 
 // train.augment: D's updates see the augmented images (the update differs from the plain one and
-// repeats exactly from the same draws); G's update backpropagates through the augmentation.
+// repeats exactly from the same draws). G's weights differ too, but through the D update alone
+// they would: the next test checks G's update on its own.
 TEST(GanStep, AugmentationChangesWhatDSeesDeterministically) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
   Config c = gantry::testing::small_dcgan_config();
@@ -381,20 +384,58 @@ TEST(GanStep, AugmentationChangesWhatDSeesDeterministically) {
   EXPECT_FALSE(torch::equal(plain.at("generator/param/net.0.weight"), augmented.at("generator/param/net.0.weight")));
 }
 
-// train.r1_gamma: a D update with r1 set adds exactly r1_gamma / 2 * r1_every times R1's gradient
-// (taken at the same weights from a separate copy of D) to the gradient it applies, and logs the
-// penalty; one without adds nothing.
-TEST(GanStep, R1AddsItsScaledGradientToDsUpdate) {
+// train.augment in G's update, on its own (the test above runs a D update first, which differs
+// anyway): G's gradient is that of the loss of D on the augmented G(z), backpropagated through
+// the augmentation, computed here from a fresh copy of the same models; without draws it differs.
+TEST(GanStep, GsUpdateBackpropagatesThroughTheAugmentation) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
   Config c = gantry::testing::small_dcgan_config();
-  c.train.r1_gamma = 0.5;
-  c.train.r1_every = 4;
+  c.train.augment = "translation,cutout";
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
+  const torch::Tensor g_draws = uniform_table(1, random::kAugment, 1, 0, 6, kAugmentDraws);
+  auto g_gradient = [&](const torch::Tensor& draws) {
+    GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+    EXPECT_TRUE(step.g_update(z, draws));
+    std::vector<torch::Tensor> grads;
+    for (const auto& p : step.models().g->parameters()) grads.push_back(p.grad().clone());
+    return grads;
+  };
+  const std::vector<torch::Tensor> plain = g_gradient(torch::Tensor()), augmented = g_gradient(g_draws);
+
+  GanModels fresh = make_models(c, {1, 28, 28});  // the same seed: the weights before the update
+  const torch::Tensor logits =
+      fresh.discriminate(diff_augment(fresh.generate(z), g_draws, parse_augment(c.train.augment)));
+  const auto params = fresh.g->parameters();
+  const auto expected = torch::autograd::grad({generator_loss(parse_loss(c.train.loss), logits)}, params);
+  ASSERT_EQ(augmented.size(), params.size());
+  for (size_t i = 0; i < params.size(); ++i)
+    EXPECT_TRUE(torch::allclose(augmented[i], expected[i], 1e-4, 1e-7))
+        << i << ": max diff " << (augmented[i] - expected[i]).abs().max().item<double>();
+  EXPECT_GT((augmented[0] - plain[0]).abs().max().item<double>(), 1e-6);
+}
+
+// train.r1_gamma: a D update with r1 set adds exactly r1_gamma / 2 * r1_every times R1's gradient
+// (taken at the same weights from a separate copy of D) to the gradient it applies, and logs the
+// penalty; one without adds nothing. With train.augment the penalty is the gradient with respect to
+// the un-augmented reals of D on their augmentation (the same draws as the update's reals).
+class GanStepR1 : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GanStepR1, AddsItsScaledGradientToDsUpdate) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  Config c = gantry::testing::small_dcgan_config();
+  c.train.augment = GetParam();
+  c.train.r1_gamma = 0.3;
+  c.train.r1_every = 3;
+  const double scale = 0.3 / 2 * 3;  // 0.45: no other simple combination of the two gives it
   const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
   const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
   const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
+  const AugmentPolicy policy = parse_augment(c.train.augment);
+  const torch::Tensor draws =
+      policy.any() ? uniform_table(1, random::kAugment, 0, 0, 6, 2 * kAugmentDraws) : torch::Tensor();
   auto d_gradient_and_stats = [&](bool r1) {
     GanStep step(make_models(c, {1, 28, 28}), c, *comm);
-    EXPECT_TRUE(step.d_update(real, z, mix, torch::Tensor(), r1));
+    EXPECT_TRUE(step.d_update(real, z, mix, draws, r1));
     std::vector<torch::Tensor> grads;
     for (const auto& p : step.models().d->parameters()) grads.push_back(p.grad().clone());
     return std::pair{grads, step.take_stats()};
@@ -403,15 +444,18 @@ TEST(GanStep, R1AddsItsScaledGradientToDsUpdate) {
   const auto [regularized, stats] = d_gradient_and_stats(true);
 
   GanModels fresh = make_models(c, {1, 28, 28});  // the same seed: D's weights before the update
-  const torch::Tensor penalty = r1_penalty(fresh.discriminate, real);
+  const torch::Tensor penalty = r1_penalty(
+      [&](const torch::Tensor& x) {
+        return fresh.discriminate(policy.any() ? diff_augment(x, draws.slice(1, 0, kAugmentDraws), policy) : x);
+      },
+      real);
   const auto params = fresh.d->parameters();
   // Some weights (a bias just before the logit) do not reach grad_x D: R1 leaves them alone.
   const auto penalty_grads = torch::autograd::grad({penalty}, params, {}, /*retain_graph=*/c10::nullopt,
                                                    /*create_graph=*/false, /*allow_unused=*/true);
   ASSERT_EQ(regularized.size(), params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    const torch::Tensor expected =
-        penalty_grads[i].defined() ? plain[i] + 0.5 * 0.5 * 4 * penalty_grads[i] : plain[i];
+    const torch::Tensor expected = penalty_grads[i].defined() ? plain[i] + scale * penalty_grads[i] : plain[i];
     EXPECT_TRUE(torch::allclose(regularized[i], expected, 1e-4, 1e-6))
         << i << ": max diff " << (regularized[i] - expected).abs().max().item<double>();
   }
@@ -422,6 +466,9 @@ TEST(GanStep, R1AddsItsScaledGradientToDsUpdate) {
   // D's loss as reported leaves the penalty out.
   EXPECT_EQ(stats[kDLossSum].item<double>(), plain_stats[kDLossSum].item<double>());
 }
+
+INSTANTIATE_TEST_SUITE_P(Augment, GanStepR1, ::testing::Values("none", "translation,cutout"),
+                         [](const auto& info) { return info.param == "none" ? std::string("Plain") : std::string("Augmented"); });
 
 // G's moving average (train.g_ema_kimg): StyleGAN2-ADA's schedule, exactly.
 TEST(GeneratorAverage, BetaFollowsTheHalfLifeAndItsRampUp) {

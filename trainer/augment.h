@@ -25,8 +25,10 @@ constexpr int64_t kAugmentDraws = 4;
 // x: [N, C, H, W]; u: [N, kAugmentDraws] uniforms in [0, 1) (keyed per global sample by the
 // caller, so the augmentation is the same at any world size). Output pixel (i, j) of image n is
 // x[n, :, i + ty, j + tx] (0 outside the image), ty, tx uniform integers in [-r, r] with
-// r = round(H / 8), round(W / 8); then a square of round(H / 2) x round(W / 2) centred on a
-// uniform pixel is set to 0. Differentiable in x.
+// r = round(H / 8), round(W / 8); then a square of s = round(H / 2) x round(W / 2) is set to 0,
+// centred on a uniform integer position in [0, H - s mod 2] x [0, W - s mod 2] (DiffAugment's
+// range: for an even size the centre may lie one pixel past the last row or column, so the square
+// is clipped at every border alike). Differentiable in x.
 torch::Tensor diff_augment(const torch::Tensor& x, const torch::Tensor& u, AugmentPolicy policy);
 
 }  // namespace gantry

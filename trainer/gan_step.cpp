@@ -267,7 +267,7 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
   stats_[kDLossSum] += reported.detach().to(torch::kFloat64);
   stats_[kDRealSum] += last_d_real_.mean().to(torch::kFloat64);
   stats_[kDFakeSum] += last_d_fake_.mean().to(torch::kFloat64);
-  count_nonfinite(stats_, kDNonFinite, reported.detach());
+  count_nonfinite(stats_, kDNonFinite, loss.detach());  // with R1's penalty: a NaN there skips the update too
   stats_[kDUpdates] += 1;
   times_.d_forward_backward += seconds(t0, t1) + seconds(t3, Clock::now());  // bookkeeping counts here
   times_.allreduce += seconds(t1, t2);
