@@ -215,6 +215,18 @@ void JobMetrics::record(const JobSample& s) {
   for (int i = 0; i < kNumInputs; ++i) score_[i]->Set(s.discriminator_score[i]);
   images_per_second_.Set(s.images_per_second);
   logged_step_.Set(static_cast<double>(s.step));
+  if (s.r1_penalty) {
+    // Registered by the first sample that carries it: without train.r1_gamma there is no series.
+    if (!r1_penalty_) {
+      r1_penalty_ = &BuildGauge()
+                         .Name("gantry_r1_penalty")
+                         .Help("Mean R1 penalty E||grad_x D(x)||^2 on the real images over the regularized D "
+                               "updates of the latest log interval that had one (train.r1_gamma)")
+                         .Register(registry_)
+                         .Add({});
+    }
+    r1_penalty_->Set(*s.r1_penalty);
+  }
 }
 
 void JobMetrics::observe_discriminator_output(Input input, const std::vector<double>& bucket_counts, double sum) {

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,7 @@ struct JobSample {
   std::array<double, kNumNetworks> loss{}, learning_rate{}, gradient_norm{};
   std::array<double, kNumInputs> discriminator_score{};  // mean D output on real and fake inputs
   double images_per_second = 0;
+  std::optional<double> r1_penalty;  // mean R1 penalty of the interval, when train.r1_gamma is on
 };
 
 struct BuildInfo {
@@ -111,6 +113,7 @@ class JobMetrics {
   prometheus::Registry& registry_;
   prometheus::Gauge* frechet_distance_ = nullptr;
   prometheus::Gauge* frechet_step_ = nullptr;
+  prometheus::Gauge* r1_penalty_ = nullptr;  // from the first sample that has one
 };
 
 }  // namespace gantry::monitoring

@@ -2,7 +2,8 @@
 # Tests (e2e): the metrics of a real 2-rank run, scraped by a real Prometheus (Debian's server) on
 # loopback through the file_sd file that rank 0 writes. Both targets are up; every PromQL
 # expression of monitoring/grafana/gantry.json and monitoring/alerts.yml returns data; the scraped
-# gantry_loss equals log.jsonl's at the same step. Skips (exit 77) only without the server.
+# gantry_loss and gantry_r1_penalty (train.r1_gamma is on) equal log.jsonl's at the same step.
+# Skips (exit 77) only without the server.
 # Usage: monitoring_e2e.sh GANTRY CONFIG_DIR MONITORING_DIR MPIEXEC [MPI FLAGS...]
 set -u
 gantry=$1 configs=$2 monitoring=$3 mpiexec=$4
@@ -46,6 +47,7 @@ echo "ok   promtool accepts prometheus.yml and alerts.yml"
 
 "$mpiexec" "${mpi_flags[@]}" -np 2 "$gantry" train --config "$configs/gaussian1d.yaml" --set run.dir="$work/run" \
   --set train.steps=$steps --set train.log_every=100 --set checkpoint.every=1000 --set train.consistency_every=0 \
+  --set train.r1_gamma=0.1 \
   --set monitoring.port=$rank_port --set monitoring.bind=127.0.0.1 --set monitoring.linger_s=$linger \
   > "$work/train.out" 2>&1 &
 train_pid=$!
@@ -121,6 +123,10 @@ for inp, key in (("real", "d_real"), ("fake", "d_fake")):
     r = query(f'gantry_discriminator_score{{input="{inp}"}}')
     check(f"scraped D score input={inp} == log.jsonl {key}",
           len(r) == 1 and abs(float(r[0]["value"][1]) - logged[key]) <= 1e-12, r)
+r = query("gantry_r1_penalty")
+check(f"scraped gantry_r1_penalty == log.jsonl r1_penalty at step {steps}",
+      len(r) == 1 and "r1_penalty" in logged and abs(float(r[0]["value"][1]) - logged["r1_penalty"]) <= 1e-12 * logged["r1_penalty"],
+      (r, logged.get("r1_penalty")))
 per_rank = {x["metric"]["rank"]: float(x["value"][1]) for x in query("gantry_steps_total")}
 check(f"each rank's gantry_steps_total is {steps}", per_rank == {"0": steps, "1": steps}, per_rank)
 check("gantry_nonfinite_total is 0 on every rank", all(float(x["value"][1]) == 0 for x in query("gantry_nonfinite_total")))

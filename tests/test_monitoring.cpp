@@ -218,6 +218,17 @@ TEST(JobMetrics, StatisticsHistogramCheckpointsAndBuildInfo) {
   EXPECT_EQ(type_of(all, "gantry_frechet_distance"), MetricType::Gauge);
   EXPECT_EQ(metric(all, "gantry_frechet_distance").gauge.value, 7.25);
   EXPECT_EQ(metric(all, "gantry_frechet_distance_step").gauge.value, 1000);
+
+  // train.r1_gamma: no gauge until a sample carries the R1 penalty; an interval without one
+  // leaves the last value standing.
+  EXPECT_EQ(named("gantry_r1_penalty"), 0);
+  s.r1_penalty = 0.375;
+  job.record(s);
+  s.r1_penalty.reset();
+  job.record(s);
+  all = registry.Collect();
+  EXPECT_EQ(type_of(all, "gantry_r1_penalty"), MetricType::Gauge);
+  EXPECT_EQ(metric(all, "gantry_r1_penalty").gauge.value, 0.375);
 }
 
 // One real step on a world of 1, recorded the way train() records it: the registry's loss is
