@@ -91,6 +91,8 @@ for point in after_shard:1 before_manifest:0 before_rename:0 before_latest:0; do
   check "crash at $point: step 10 still verifies" same_nonempty "$before" "$(digest "$dir/checkpoints/step-00000010")"
   run 2 "$dir" --set model.arch=mlp --set train.steps=20 --resume auto > "$dir.out3" 2>&1
   check "crash at $point: --resume auto then finishes" grep -q "done, 20 steps" "$dir.out3"
+  check "crash at $point: the finished run's digest == the uninterrupted run's" \
+    same_nonempty "$(digest "$work/mlp-A")" "$(digest "$dir")"
   check "crash at $point: no .tmp left behind" [ -z "$(find "$dir/checkpoints" -name '*.tmp')" ]
 done
 

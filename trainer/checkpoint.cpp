@@ -373,6 +373,32 @@ Loaded Checkpointer::load_one(const std::string& dir) {
   return out;
 }
 
+// A crash between a commit's rename and its `latest` update (or a newer checkpoint that no longer
+// verifies) leaves `latest` naming another checkpoint than the one auto resumed from. Until the
+// next save moved it, `gantry sample`/`eval`/`inspect` on the run would read that one, and a run
+// resumed at its last step saves nothing more: rank 0 points `latest` at what was loaded.
+void Checkpointer::point_latest_at(const std::string& dir, const std::function<void(const std::string&)>& warn) {
+  if (comm_.rank() != 0) return;
+  const fs::path root = options_.dir;
+  const std::string name = fs::path(dir).filename().string();
+  std::string named;
+  try {
+    named = fs::path(read_latest(root.string())).filename().string();
+  } catch (const CheckpointError&) {
+    // missing or unreadable: rewritten below
+  }
+  if (named == name) return;
+  try {
+    write_durable(root / "latest.tmp", name + "\n");
+    fs::rename(root / "latest.tmp", root / "latest");
+    fsync_dir(root);
+    warn((root / "latest").string() + " named " + (named.empty() ? std::string("nothing readable") : named) +
+         "; it now names " + name + ", the checkpoint resumed from");
+  } catch (const std::exception& e) {
+    warn("could not point " + (root / "latest").string() + " at " + name + ": " + e.what());
+  }
+}
+
 std::optional<Loaded> Checkpointer::load(const std::string& spec,
                                          const std::function<void(const std::string&)>& warn) {
   if (spec != "auto") {
@@ -384,7 +410,9 @@ std::optional<Loaded> Checkpointer::load(const std::string& spec,
   const auto candidates = list_checkpoints(options_.dir);
   for (const auto& dir : candidates) {
     try {
-      return load_one(dir);
+      Loaded loaded = load_one(dir);
+      point_latest_at(dir, warn);
+      return loaded;
     } catch (const CheckpointError& e) {
       warn(std::string("skipping checkpoint that does not verify: ") + e.what());
     }

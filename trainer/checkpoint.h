@@ -58,11 +58,13 @@ class Checkpointer {
   std::optional<std::string> wait();
   bool in_flight() const { return worker_.joinable(); }
   // Collective. `spec` is "auto" (the newest checkpoint that verifies; none: nullopt) or a
-  // checkpoint directory (failure is an error). `warn` hears about checkpoints skipped by auto.
+  // checkpoint directory (failure is an error). `warn` hears about checkpoints skipped by auto,
+  // and about `latest` when auto resumed from another checkpoint than it named (it is repointed).
   std::optional<Loaded> load(const std::string& spec, const std::function<void(const std::string&)>& warn);
 
  private:
   Loaded load_one(const std::string& dir);
+  void point_latest_at(const std::string& dir, const std::function<void(const std::string&)>& warn);
   void apply_retention();
 
   comm::Communicator& comm_;
