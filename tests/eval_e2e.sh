@@ -42,8 +42,9 @@ check "eval parzen: one record in eval.jsonl" \
   "$run/eval.jsonl"
 
 "$gantry" sample --checkpoint "$work/nope" --out "$work/x.png" > /dev/null 2> "$work/missing.txt"
+rc=$?
 check "a missing checkpoint: non-zero exit and one line naming it" \
-  bash -c "[ \$(grep -c gantry '$work/missing.txt') = 1 ] && grep -q '$work/nope' '$work/missing.txt'"
+  bash -c "[ $rc -ne 0 ] && [ \$(grep -c gantry '$work/missing.txt') = 1 ] && grep -q '$work/nope' '$work/missing.txt'"
 
 # eval.frechet_every during training: a record in eval.jsonl at each multiple and at the end, the
 # console line, and the gauge on the metrics endpoint (checked against eval.jsonl's last value).

@@ -49,6 +49,25 @@ TEST_P(GanStepLoss, EachUpdateMovesOnlyItsNetwork) {
   EXPECT_TRUE(changed(*step.models().d, d0));
   EXPECT_FALSE(changed(*step.models().g, g0));  // G's BatchNorm buffers move, its parameters don't
 
+  // The gradient D's update applied is that of this loss (and WGAN-GP's penalty, on the same
+  // interpolation), computed from a fresh copy of the same models: real and fake in their places.
+  GanModels fresh = make_models(c, {1, 28, 28});
+  torch::Tensor fake;
+  {
+    torch::NoGradGuard no_grad;
+    fake = fresh.generate(z);
+  }
+  const LossKind kind = parse_loss(c.train.loss);
+  torch::Tensor expected_loss = discriminator_loss(kind, fresh.discriminate(real), fresh.discriminate(fake));
+  if (kind == LossKind::kWganGp)
+    expected_loss = expected_loss + c.train.gp_weight * gradient_penalty(fresh.discriminate, real, fake, mix);
+  const auto d_params = fresh.d->parameters();
+  const auto expected = torch::autograd::grad({expected_loss}, d_params);
+  const auto applied = step.models().d->parameters();
+  for (size_t i = 0; i < d_params.size(); ++i)
+    EXPECT_TRUE(torch::allclose(applied[i].grad(), expected[i], 1e-4, 1e-6))
+        << i << ": max diff " << (applied[i].grad() - expected[i]).abs().max().item<double>();
+
   d0 = snapshot(*step.models().d);
   step.g_update(z);
   EXPECT_TRUE(changed(*step.models().g, g0));
@@ -58,6 +77,7 @@ TEST_P(GanStepLoss, EachUpdateMovesOnlyItsNetwork) {
   const torch::Tensor s = step.take_stats();
   EXPECT_EQ(s[kDUpdates].item<double>(), 1);
   EXPECT_EQ(s[kGUpdates].item<double>(), 1);
+  EXPECT_NEAR(s[kDLossSum].item<double>(), expected_loss.item<double>(), 1e-5 * std::abs(expected_loss.item<double>()));
   for (int64_t i = 0; i < kNumStats; ++i) EXPECT_TRUE(std::isfinite(s[i].item<double>())) << i;
   EXPECT_GT(s[kDRealSum].item<double>(), 0);
   EXPECT_LT(s[kDRealSum].item<double>(), 1);
@@ -302,7 +322,9 @@ TEST(GanStep, NonFiniteUpdatesAreSkippedWithoutATrace) {
   EXPECT_TRUE(step.d_update(real, z, mix));
   EXPECT_TRUE(step.g_update(z));
   const checkpoint::StateDict moved = everything();
-  EXPECT_FALSE(torch::equal(moved.at("optim/generator/net.0.weight/step"), before.at("optim/generator/net.0.weight/step")));
+  // Two applied updates each: the skipped ones did not count.
+  EXPECT_EQ(moved.at("optim/generator/net.0.weight/step").item<int64_t>(), 2);
+  EXPECT_EQ(moved.at("optim/discriminator/net.0.weight/step").item<int64_t>(), 2);
 }
 
 // The same guard with CUDA parameters, where the device decides (DeviceAdam): the updates return

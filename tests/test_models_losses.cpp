@@ -34,6 +34,15 @@ TEST(Losses, ExactValuesAtKnownLogits) {
   EXPECT_NEAR(generator_loss(LossKind::kHinge, fake).item<double>(), -1.0, 1e-6);
   EXPECT_NEAR(generator_loss(LossKind::kNonSaturating, fake).item<double>(),
               (std::log1p(std::exp(1.0)) + std::log1p(std::exp(-3.0))) / 2, 1e-6);
+  // Away from 0, where softplus(t) != softplus(-t): a swapped sign or argument shows.
+  EXPECT_NEAR(discriminator_loss(LossKind::kNonSaturating, real, fake).item<double>(), expected, 1e-6);
+  EXPECT_NEAR(discriminator_loss(LossKind::kMinimax, fake, real).item<double>(),
+              (std::log1p(std::exp(1.0)) + std::log1p(std::exp(-3.0))) / 2 +
+                  (std::log1p(std::exp(2.0)) + std::log1p(std::exp(0.5))) / 2,
+              1e-6);
+  // Minimax G: log(1 - D(G(z))) = -softplus(f), averaged: -(log1p(e^-1) + log1p(e^3)) / 2.
+  EXPECT_NEAR(generator_loss(LossKind::kMinimax, fake).item<double>(), -1.6809246, 1e-6);
+  EXPECT_NEAR(generator_loss(LossKind::kWganGp, fake).item<double>(), -1.0, 1e-6);
 }
 
 TEST(Losses, StableForHugeLogits) {
@@ -57,6 +66,20 @@ TEST(Losses, GradientPenaltyOfALinearCriticIsExact) {
   gp.backward();
   EXPECT_NEAR(w.grad()[0].item<double>(), 2 * 4 * 3 / 5.0, 1e-4);
   EXPECT_NEAR(w.grad()[1].item<double>(), 2 * 4 * 4 / 5.0, 1e-4);
+}
+
+// A quadratic critic D(x) = ||x||^2 / 2 has gradient x, so the penalty sees where x_hat lies:
+// x_hat = eps real + (1 - eps) fake. real (3, 4) and (6, 8), fake 0, eps 1/4 and 1/2 give x_hat
+// (0.75, 1) and (3, 4), norms 1.25 and 5: ((0.25)^2 + 4^2) / 2 = 8.03125 (real and fake swapped
+// would give 11.78125). No gradient reaches the fakes: G is not trained by D's penalty.
+TEST(Losses, GradientPenaltyInterpolatesRealAndFake) {
+  auto critic = [](const torch::Tensor& x) { return 0.5 * x.flatten(1).square().sum(1); };
+  const torch::Tensor real = torch::tensor({{3.0f, 4.0f}, {6.0f, 8.0f}});
+  const torch::Tensor fake = torch::zeros({2, 2}).requires_grad_(true);
+  const torch::Tensor gp = gradient_penalty(critic, real, fake, torch::tensor({0.25f, 0.5f}));
+  EXPECT_NEAR(gp.item<double>(), 8.03125, 1e-5);
+  gp.backward();
+  EXPECT_FALSE(fake.grad().defined());
 }
 
 // R1 has closed forms: a linear D(x) = w.x + b has gradient w at every x, so the penalty is
