@@ -188,22 +188,18 @@ JobMetrics::JobMetrics(prometheus::Registry& registry, const BuildInfo& build)
   checkpoint_last_success_.SetToCurrentTime();
 }
 
+prometheus::Gauge& JobMetrics::gauge_once(prometheus::Gauge*& slot, const std::string& name, const std::string& help) {
+  if (!slot) slot = &BuildGauge().Name(name).Help(help).Register(registry_).Add({});
+  return *slot;
+}
+
 void JobMetrics::record_frechet_distance(int64_t step, double distance) {
-  if (!frechet_distance_) {
-    frechet_distance_ = &BuildGauge()
-                             .Name("gantry_frechet_distance")
-                             .Help("Fréchet distance of G's samples to the real test images in gantry eval's "
-                                   "classifier features (eval.frechet_every; lower is better)")
-                             .Register(registry_)
-                             .Add({});
-    frechet_step_ = &BuildGauge()
-                         .Name("gantry_frechet_distance_step")
-                         .Help("The step gantry_frechet_distance was measured at")
-                         .Register(registry_)
-                         .Add({});
-  }
-  frechet_distance_->Set(distance);
-  frechet_step_->Set(static_cast<double>(step));
+  gauge_once(frechet_distance_, "gantry_frechet_distance",
+             "Fréchet distance of G's samples to the real test images in gantry eval's classifier features "
+             "(eval.frechet_every; lower is better)")
+      .Set(distance);
+  gauge_once(frechet_step_, "gantry_frechet_distance_step", "The step gantry_frechet_distance was measured at")
+      .Set(static_cast<double>(step));
 }
 
 void JobMetrics::record(const JobSample& s) {
@@ -215,18 +211,12 @@ void JobMetrics::record(const JobSample& s) {
   for (int i = 0; i < kNumInputs; ++i) score_[i]->Set(s.discriminator_score[i]);
   images_per_second_.Set(s.images_per_second);
   logged_step_.Set(static_cast<double>(s.step));
-  if (s.r1_penalty) {
-    // Registered by the first sample that carries it: without train.r1_gamma there is no series.
-    if (!r1_penalty_) {
-      r1_penalty_ = &BuildGauge()
-                         .Name("gantry_r1_penalty")
-                         .Help("Mean R1 penalty E||grad_x D(x)||^2 on the real images over the regularized D "
-                               "updates of the latest log interval that had one (train.r1_gamma)")
-                         .Register(registry_)
-                         .Add({});
-    }
-    r1_penalty_->Set(*s.r1_penalty);
-  }
+  // Registered by the first sample that carries it: without train.r1_gamma there is no series.
+  if (s.r1_penalty)
+    gauge_once(r1_penalty_, "gantry_r1_penalty",
+               "Mean R1 penalty E||grad_x D(x)||^2 on the real images over the regularized D updates of the "
+               "latest log interval that had one (train.r1_gamma)")
+        .Set(*s.r1_penalty);
 }
 
 void JobMetrics::observe_discriminator_output(Input input, const std::vector<double>& bucket_counts, double sum) {

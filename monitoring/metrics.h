@@ -100,6 +100,10 @@ class JobMetrics {
   static const std::vector<double>& discriminator_output_buckets();
 
  private:
+  // The gauge in `slot`, registered (unlabelled) on first use: series that exist only once a
+  // feature has produced a value.
+  prometheus::Gauge& gauge_once(prometheus::Gauge*& slot, const std::string& name, const std::string& help);
+
   std::array<prometheus::Gauge*, kNumNetworks> loss_{}, learning_rate_{}, gradient_norm_{};
   std::array<prometheus::Gauge*, kNumInputs> score_{};
   std::array<prometheus::Histogram*, kNumInputs> output_{};

@@ -26,6 +26,21 @@ std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
   return out;
 }
 
+// Copies of the module's gradients as its last update left them.
+std::vector<torch::Tensor> gradients(const torch::nn::Module& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : m.parameters()) out.push_back(p.grad().clone());
+  return out;
+}
+
+void expect_all_close(const std::vector<torch::Tensor>& actual, const std::vector<torch::Tensor>& expected,
+                      double rtol, double atol) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t i = 0; i < actual.size(); ++i)
+    EXPECT_TRUE(torch::allclose(actual[i], expected[i], rtol, atol))
+        << i << ": max diff " << (actual[i] - expected[i]).abs().max().item<double>();
+}
+
 bool changed(const torch::nn::Module& m, const std::vector<torch::Tensor>& before) {
   const auto now = m.parameters();
   for (size_t i = 0; i < now.size(); ++i)
@@ -61,12 +76,8 @@ TEST_P(GanStepLoss, EachUpdateMovesOnlyItsNetwork) {
   torch::Tensor expected_loss = discriminator_loss(kind, fresh.discriminate(real), fresh.discriminate(fake));
   if (kind == LossKind::kWganGp)
     expected_loss = expected_loss + c.train.gp_weight * gradient_penalty(fresh.discriminate, real, fake, mix);
-  const auto d_params = fresh.d->parameters();
-  const auto expected = torch::autograd::grad({expected_loss}, d_params);
-  const auto applied = step.models().d->parameters();
-  for (size_t i = 0; i < d_params.size(); ++i)
-    EXPECT_TRUE(torch::allclose(applied[i].grad(), expected[i], 1e-4, 1e-6))
-        << i << ": max diff " << (applied[i].grad() - expected[i]).abs().max().item<double>();
+  expect_all_close(gradients(*step.models().d), torch::autograd::grad({expected_loss}, fresh.d->parameters()), 1e-4,
+                   1e-6);
 
   d0 = snapshot(*step.models().d);
   step.g_update(z);
@@ -418,21 +429,16 @@ TEST(GanStep, GsUpdateBackpropagatesThroughTheAugmentation) {
   auto g_gradient = [&](const torch::Tensor& draws) {
     GanStep step(make_models(c, {1, 28, 28}), c, *comm);
     EXPECT_TRUE(step.g_update(z, draws));
-    std::vector<torch::Tensor> grads;
-    for (const auto& p : step.models().g->parameters()) grads.push_back(p.grad().clone());
-    return grads;
+    return gradients(*step.models().g);
   };
   const std::vector<torch::Tensor> plain = g_gradient(torch::Tensor()), augmented = g_gradient(g_draws);
 
   GanModels fresh = make_models(c, {1, 28, 28});  // the same seed: the weights before the update
   const torch::Tensor logits =
       fresh.discriminate(diff_augment(fresh.generate(z), g_draws, parse_augment(c.train.augment)));
-  const auto params = fresh.g->parameters();
-  const auto expected = torch::autograd::grad({generator_loss(parse_loss(c.train.loss), logits)}, params);
-  ASSERT_EQ(augmented.size(), params.size());
-  for (size_t i = 0; i < params.size(); ++i)
-    EXPECT_TRUE(torch::allclose(augmented[i], expected[i], 1e-4, 1e-7))
-        << i << ": max diff " << (augmented[i] - expected[i]).abs().max().item<double>();
+  expect_all_close(augmented,
+                   torch::autograd::grad({generator_loss(parse_loss(c.train.loss), logits)}, fresh.g->parameters()),
+                   1e-4, 1e-7);
   EXPECT_GT((augmented[0] - plain[0]).abs().max().item<double>(), 1e-6);
 }
 
@@ -458,9 +464,7 @@ TEST_P(GanStepR1, AddsItsScaledGradientToDsUpdate) {
   auto d_gradient_and_stats = [&](bool r1) {
     GanStep step(make_models(c, {1, 28, 28}), c, *comm);
     EXPECT_TRUE(step.d_update(real, z, mix, draws, r1));
-    std::vector<torch::Tensor> grads;
-    for (const auto& p : step.models().d->parameters()) grads.push_back(p.grad().clone());
-    return std::pair{grads, step.take_stats()};
+    return std::pair{gradients(*step.models().d), step.take_stats()};
   };
   const auto [plain, plain_stats] = d_gradient_and_stats(false);
   const auto [regularized, stats] = d_gradient_and_stats(true);
@@ -475,12 +479,10 @@ TEST_P(GanStepR1, AddsItsScaledGradientToDsUpdate) {
   // Some weights (a bias just before the logit) do not reach grad_x D: R1 leaves them alone.
   const auto penalty_grads = torch::autograd::grad({penalty}, params, {}, /*retain_graph=*/c10::nullopt,
                                                    /*create_graph=*/false, /*allow_unused=*/true);
-  ASSERT_EQ(regularized.size(), params.size());
-  for (size_t i = 0; i < params.size(); ++i) {
-    const torch::Tensor expected = penalty_grads[i].defined() ? plain[i] + scale * penalty_grads[i] : plain[i];
-    EXPECT_TRUE(torch::allclose(regularized[i], expected, 1e-4, 1e-6))
-        << i << ": max diff " << (regularized[i] - expected).abs().max().item<double>();
-  }
+  std::vector<torch::Tensor> expected;
+  for (size_t i = 0; i < params.size(); ++i)
+    expected.push_back(penalty_grads[i].defined() ? plain[i] + scale * penalty_grads[i] : plain[i]);
+  expect_all_close(regularized, expected, 1e-4, 1e-6);
   EXPECT_GT((regularized[0] - plain[0]).abs().max().item<double>(), 1e-6);  // R1 moved something
   EXPECT_EQ(plain_stats[kR1Count].item<double>(), 0);
   EXPECT_EQ(stats[kR1Count].item<double>(), 1);

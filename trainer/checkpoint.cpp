@@ -130,6 +130,13 @@ bool is_step_dir_name(const std::string& name) {
   return name.size() == 13 && name.rfind("step-", 0) == 0 && name.find_first_not_of("0123456789", 5) == std::string::npos;
 }
 
+// Points `<root>/latest` at the sibling `name` atomically: a new file renamed over the old one.
+void write_latest(const fs::path& root, const std::string& name) {
+  write_durable(root / "latest.tmp", name + "\n");
+  fs::rename(root / "latest.tmp", root / "latest");
+  fsync_dir(root);
+}
+
 // Every rank's error (empty: none) joined into one message, or "" when all succeeded.
 std::string agree(comm::Communicator& comm, const std::string& error) {
   const auto errors = comm.all_gather(error);
@@ -316,9 +323,7 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       fsync_dir(root);
       fs::remove_all(replaced);
       maybe_fault("before_latest", rank, step);
-      write_durable(root / "latest.tmp", step_dir_name(step) + "\n");
-      fs::rename(root / "latest.tmp", root / "latest");
-      fsync_dir(root);
+      write_latest(root, step_dir_name(step));
       apply_retention();
     } catch (const std::exception& e) {
       error = e.what();
@@ -389,9 +394,7 @@ void Checkpointer::point_latest_at(const std::string& dir, const std::function<v
   }
   if (named == name) return;
   try {
-    write_durable(root / "latest.tmp", name + "\n");
-    fs::rename(root / "latest.tmp", root / "latest");
-    fsync_dir(root);
+    write_latest(root, name);
     warn((root / "latest").string() + " named " + (named.empty() ? std::string("nothing readable") : named) +
          "; it now names " + name + ", the checkpoint resumed from");
   } catch (const std::exception& e) {
