@@ -144,6 +144,13 @@ TEST(Config, CrossKeyChecks) {
   EXPECT_NE(error_of(r).find(r + ":3: train.r1_gamma: wgan-gp has its own"), std::string::npos) << error_of(r);
   const auto e = write_yaml("r1-every.yaml", "train:\n  r1_every: 0\n");
   EXPECT_NE(error_of(e).find(e + ":2: train.r1_every: "), std::string::npos) << error_of(e);
+  const auto n = write_yaml("dnorm-wgan.yaml", "train:\n  loss: wgan-gp\nmodel:\n  dcgan:\n    d_norm: batch\n");
+  EXPECT_NE(error_of(n).find(n + ":5: model.dcgan.d_norm: batch couples"), std::string::npos) << error_of(n);
+  const auto l = write_yaml("dnorm-bad.yaml", "model:\n  dcgan:\n    d_norm: layer\n");
+  EXPECT_NE(error_of(l).find(l + ":3: model.dcgan.d_norm: must be one of auto, batch, spectral, none, got 'layer'"),
+            std::string::npos) << error_of(l);
+  const auto s = write_yaml("dnorm-ok.yaml", "train:\n  loss: wgan-gp\nmodel:\n  dcgan:\n    d_norm: spectral\n");
+  EXPECT_EQ(load_config(s, {}).model.dcgan.d_norm, "spectral");
 }
 
 TEST(Config, BatchNotDivisibleByWorldNamesKey) {

@@ -2,6 +2,7 @@
 // critic, R1's closed forms, and the architectures' shapes.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -176,6 +177,91 @@ TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
     EXPECT_EQ(onednn, 2) << "the layers with 32 and 16 output channels";
     EXPECT_EQ(libtorch, shape.channels == 1 ? 1 : 2) << "the last layer (and CIFAR's 8-channel one)";
   }
+}
+
+// model.dcgan.d_norm: spectral. One power iteration per training forward pass, exactly as written
+// (v = W^T u / |W^T u|, u = W v / |W v|); after many passes sigma is W's largest singular value, so
+// the layer convolves with a weight of spectral norm 1; in eval mode u and v stay; and the
+// gradient through sigma is the closed form (g - <g, W> / sigma * u v^T) / sigma.
+TEST(Models, SpectralConvolutionDividesByTheLargestSingularValue) {
+  torch::manual_seed(0);
+  SpectralConv2d conv(3, 5, 4, 2, 1);
+  const torch::Tensor x = torch::randn({2, 3, 8, 8});
+  const torch::Tensor w = conv->weight.detach().flatten(1);  // [5, 48]
+
+  const torch::Tensor u0 = conv->u.clone();
+  conv->train();
+  conv->forward(x);
+  const torch::Tensor v1 = w.t().mv(u0) / w.t().mv(u0).norm();
+  const torch::Tensor u1 = w.mv(v1) / w.mv(v1).norm();
+  EXPECT_TRUE(torch::allclose(conv->v, v1, 1e-5, 1e-7)) << (conv->v - v1).abs().max();
+  EXPECT_TRUE(torch::allclose(conv->u, u1, 1e-5, 1e-7)) << (conv->u - u1).abs().max();
+
+  for (int i = 0; i < 100; ++i) conv->forward(x);
+  const double sigma = torch::linalg_svdvals(w)[0].item<double>();
+  EXPECT_NEAR(w.mv(conv->v).dot(conv->u).item<double>(), sigma, 1e-5 * sigma);
+  const torch::Tensor normalized = conv->normalized_weight().detach();
+  EXPECT_NEAR(torch::linalg_svdvals(normalized.flatten(1))[0].item<double>(), 1.0, 1e-5);
+  const torch::Tensor expected = torch::conv2d(x, conv->weight.detach() / sigma, conv->bias.detach(), 2, 1);
+  EXPECT_TRUE(torch::allclose(conv->forward(x).detach(), expected, 1e-4, 1e-6));
+
+  conv->eval();
+  const torch::Tensor u = conv->u.clone(), v = conv->v.clone();
+  conv->weight.data().mul_(torch::rand_like(conv->weight) + 0.5);  // far from the vectors' fixed point
+  const torch::Tensor g = torch::randn_like(conv->weight);
+  const torch::Tensor grad = torch::autograd::grad({conv->normalized_weight()}, {conv->weight}, {g})[0];
+  EXPECT_TRUE(torch::equal(conv->u, u) && torch::equal(conv->v, v)) << "eval mode moves neither vector";
+  const torch::Tensor wd = conv->weight.detach();
+  const torch::Tensor s = wd.flatten(1).mv(v).dot(u);
+  const torch::Tensor closed = (g - (g * wd).sum() / s * torch::outer(u, v).view_as(g)) / s;
+  EXPECT_TRUE(torch::allclose(grad, closed, 1e-4, 1e-6)) << (grad - closed).abs().max();
+}
+
+// model.dcgan.d_norm picks D's layers: auto is BatchNorm, except none for wgan-gp; spectral
+// normalises every convolution and drops BatchNorm, so D scores each sample on its own and the
+// training step may score real and fake in one pass (d_per_sample).
+TEST(Models, DiscriminatorNormalisationFollowsTheConfig) {
+  auto count = [](const GanModels& m) {
+    std::array<int, 3> n{};  // BatchNorm, spectral, plain convolutions
+    for (const auto& module : m.d->modules(false)) {
+      if (module->as<torch::nn::BatchNorm2d>()) ++n[0];
+      if (module->as<SpectralConv2d>()) ++n[1];
+      else if (module->as<torch::nn::Conv2d>()) ++n[2];
+    }
+    return n;
+  };
+  Config c;
+  c.model.arch = "dcgan";
+  c.model.dcgan.g_width = 8;
+  c.model.dcgan.d_width = 8;
+  EXPECT_EQ(count(make_models(c, {1, 28, 28})), (std::array<int, 3>{1, 0, 3}));
+  EXPECT_FALSE(make_models(c, {1, 28, 28}).d_per_sample);
+  c.train.loss = "wgan-gp";
+  EXPECT_EQ(count(make_models(c, {1, 28, 28})), (std::array<int, 3>{0, 0, 3}));
+  c.train.loss = "hinge";
+  c.model.dcgan.d_norm = "spectral";
+  EXPECT_EQ(count(make_models(c, {1, 28, 28})), (std::array<int, 3>{0, 3, 0}));
+  EXPECT_EQ(count(make_models(c, {3, 32, 32})), (std::array<int, 3>{0, 4, 0}));
+
+  GanModels m = make_models(c, {3, 32, 32});
+  EXPECT_TRUE(m.d_per_sample);
+  const torch::Tensor x = torch::randn({4, 3, 32, 32});
+  // Each training pass moves u and v by one power iteration, the same whatever the batch: every
+  // pass below starts from the same vectors.
+  std::vector<torch::Tensor> start;
+  for (const auto& b : m.d->buffers()) start.push_back(b.clone());
+  auto from_start = [&](const torch::Tensor& batch) {
+    const auto buffers = m.d->buffers();
+    for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(start[i]);
+    return m.discriminate(batch);
+  };
+  const torch::Tensor together = from_start(x);
+  for (int64_t i = 0; i < 4; ++i)
+    EXPECT_NEAR(from_start(x.slice(0, i, i + 1)).item<double>(), together[i].item<double>(), 1e-6);
+  // The vectors are buffers, so checkpoints and the replica broadcast carry them.
+  int vectors = 0;
+  for (const auto& b : m.d->named_buffers()) vectors += b.key().size() > 2 && b.key().substr(b.key().size() - 2) == ".u";
+  EXPECT_EQ(vectors, 4);
 }
 
 // train.augment (DiffAugment): translation by the drawn shift with zero fill, and a cutout square

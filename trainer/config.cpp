@@ -163,6 +163,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("model.mlp.d_hidden", model.mlp.d_hidden, positive_widths()),
       GANTRY_FIELD("model.dcgan.g_width", model.dcgan.g_width, at_least<int64_t>(1)),
       GANTRY_FIELD("model.dcgan.d_width", model.dcgan.d_width, at_least<int64_t>(1)),
+      GANTRY_FIELD("model.dcgan.d_norm", model.dcgan.d_norm, one_of({"auto", "batch", "spectral", "none"})),
       GANTRY_FIELD("train.steps", train.steps, at_least<int64_t>(1)),
       GANTRY_FIELD("train.batch_size", train.batch_size, at_least<int64_t>(1)),
       GANTRY_FIELD("train.d_steps", train.d_steps, at_least<int64_t>(1)),
@@ -353,6 +354,9 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
   if (config.train.loss == "wgan-gp" && config.train.r1_gamma > 0)
     throw ConfigError("config error: " + config.where("train.r1_gamma") + ": train.r1_gamma: wgan-gp has its own " +
                       "gradient penalty (train.gp_weight); R1 is for minimax, non-saturating and hinge");
+  if (config.train.loss == "wgan-gp" && config.model.dcgan.d_norm == "batch")
+    throw ConfigError("config error: " + config.where("model.dcgan.d_norm") + ": model.dcgan.d_norm: batch " +
+                      "couples a batch's samples, and wgan-gp's penalty is per sample; use spectral, none or auto");
   if (config.eval.frechet_every > 0 && config.data.name != "mnist" && config.data.name != "fashion-mnist" &&
       config.data.name != "cifar10")
     throw ConfigError("config error: " + config.where("eval.frechet_every") + ": eval.frechet_every: the Fréchet " +

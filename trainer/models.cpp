@@ -131,6 +131,39 @@ bool is_cifar_shape(datasets::RecordShape s) { return s.channels == 3 && s.heigh
 
 }  // namespace
 
+SpectralConv2dImpl::SpectralConv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding)
+    : nn::Conv2dImpl(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding)),
+      stride_(stride),
+      padding_(padding) {
+  torch::NoGradGuard no_grad;
+  nn::init::xavier_uniform_(weight);
+  nn::init::zeros_(bias);
+  namespace F = nn::functional;
+  const auto unit = F::NormalizeFuncOptions().dim(0).eps(1e-12);
+  u = register_buffer("u", F::normalize(torch::randn({out}), unit));
+  v = register_buffer("v", F::normalize(torch::randn({in * kernel * kernel}), unit));
+}
+
+torch::Tensor SpectralConv2dImpl::normalized_weight() {
+  const torch::Tensor w = weight.flatten(1);  // [out, in * k * k]
+  if (is_training()) {
+    torch::NoGradGuard no_grad;
+    namespace F = nn::functional;
+    const auto unit = F::NormalizeFuncOptions().dim(0).eps(1e-12);
+    const torch::Tensor wd = w.detach();
+    v.copy_(F::normalize((wd * u.unsqueeze(1)).sum(0), unit));  // W^T u / |W^T u|
+    u.copy_(F::normalize((wd * v.unsqueeze(0)).sum(1), unit));  // W v / |W v|
+  }
+  // sigma = u^T W v, differentiable in W; u v^T is a new tensor, so later in-place updates of
+  // u and v (another forward pass before this one's backward) leave this graph intact.
+  const torch::Tensor sigma = (w * torch::outer(u, v)).sum();
+  return weight / sigma;
+}
+
+torch::Tensor SpectralConv2dImpl::forward(const torch::Tensor& x) {
+  return torch::conv2d(x, normalized_weight(), bias, stride_, padding_);
+}
+
 DcganGeneratorImpl::DcganGeneratorImpl(int64_t z_dim, int64_t w, datasets::RecordShape out) {
   nn::Sequential seq;
   if (is_mnist_shape(out)) {  // 1x1 -> 7x7 -> 14x14 -> 28x28
@@ -162,26 +195,37 @@ torch::Tensor DcganGeneratorImpl::forward(const torch::Tensor& z) {
   return net->forward(z.view({z.size(0), z.size(1), 1, 1}));
 }
 
-DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape in, bool batch_norm) {
+DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape in, DNorm norm) {
   nn::Sequential seq;
   auto act = [] { return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2).inplace(true)); };
-  auto block = [&](int64_t cin, int64_t cout) {
-    seq->push_back(down(cin, cout, 4, 2, 1, !batch_norm));
+  // One of D's convolutions: spectrally normalised, or plain with a bias unless BatchNorm follows.
+  auto conv = [&](int64_t cin, int64_t cout, int64_t kernel, int64_t stride, int64_t padding, bool batch_norm) {
+    if (norm == DNorm::kSpectral) {
+      seq->push_back(SpectralConv2d(cin, cout, kernel, stride, padding));
+    } else {
+      seq->push_back(down(cin, cout, kernel, stride, padding, /*bias=*/!batch_norm));
+    }
     if (batch_norm) seq->push_back(nn::BatchNorm2d(cout));
+  };
+  auto block = [&](int64_t cin, int64_t cout) {
+    conv(cin, cout, 4, 2, 1, norm == DNorm::kBatch);
     seq->push_back(act());
   };
-  seq->push_back(down(in.channels, w, 4, 2, 1, true));
+  conv(in.channels, w, 4, 2, 1, false);  // no BatchNorm on the first layer (Radford et al.)
   seq->push_back(act());
   if (is_mnist_shape(in)) {  // 28 -> 14 -> 7 -> 1
     block(w, 2 * w);
-    seq->push_back(down(2 * w, 1, 7, 1, 0, true));
+    conv(2 * w, 1, 7, 1, 0, false);
   } else {  // 32 -> 16 -> 8 -> 4 -> 1
     block(w, 2 * w);
     block(2 * w, 4 * w);
-    seq->push_back(down(4 * w, 1, 4, 1, 0, true));
+    conv(4 * w, 1, 4, 1, 0, false);
   }
   net = register_module("net", seq);
-  dcgan_init(*this);
+  // Spectrally normalised layers keep their own (Xavier) initialisation: the N(0, 0.02) of
+  // Radford et al. would only set the scale that the normalisation divides out, and with it
+  // Adam's step relative to the weights.
+  if (norm != DNorm::kSpectral) dcgan_init(*this);
 }
 
 torch::Tensor DcganDiscriminatorImpl::forward(const torch::Tensor& x) { return net->forward(x).view({-1}); }
@@ -215,11 +259,15 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
       return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
     };
     std::tie(m.g, m.generate) = new_generator();
-    const bool batch_norm = config.train.loss != "wgan-gp";
-    DcganDiscriminator d(mc.dcgan.d_width, shape, batch_norm);
+    const DNorm norm = mc.dcgan.d_norm == "spectral" ? DNorm::kSpectral
+                       : mc.dcgan.d_norm == "none"   ? DNorm::kNone
+                       : mc.dcgan.d_norm == "batch"  ? DNorm::kBatch
+                       : config.train.loss == "wgan-gp" ? DNorm::kNone
+                                                        : DNorm::kBatch;  // auto
+    DcganDiscriminator d(mc.dcgan.d_width, shape, norm);
     m.d = d.ptr();
     m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
-    m.d_per_sample = !batch_norm;
+    m.d_per_sample = norm != DNorm::kBatch;
   }
   if (config.train.g_ema_kimg > 0) {
     // Built after D, so D's initial weights do not depend on whether the average is on; starts

@@ -1,6 +1,7 @@
 // Implements: the generator and discriminator architectures. `mlp` is the classic MLP GAN
 // (G: z -> 256 -> 512 -> out, tanh for images; D: in -> 512 -> 256 -> 128 -> 1); `dcgan` follows
-// Radford et al. for 28x28x1 and 32x32x3 with BatchNorm. D always returns logits.
+// Radford et al. for 28x28x1 and 32x32x3 with BatchNorm, or with spectral normalisation in D
+// (Miyato et al. 2018). D always returns logits.
 #pragma once
 
 #include <torch/torch.h>
@@ -32,9 +33,32 @@ struct DcganGeneratorImpl : torch::nn::Module {
 };
 TORCH_MODULE(DcganGenerator);
 
+// A convolution whose weight W is used as W / sigma(W), sigma being W's largest singular value as
+// a matrix [out, in * k * k] (Miyato et al. 2018, "Spectral Normalization for GANs"). sigma is
+// estimated as u^T W v from vectors u, v that one power iteration per forward pass in training
+// mode moves towards W's top singular vectors; in eval mode they stay. They are buffers, so they
+// travel with checkpoints, the replica broadcast and the replica checksum, and being a function
+// of the (identical) weights alone they stay identical on every rank. Gradients flow through
+// sigma as well as W, with u and v held fixed, as in the paper and torch.nn.utils.spectral_norm.
+struct SpectralConv2dImpl : torch::nn::Conv2dImpl {
+  SpectralConv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding);
+  torch::Tensor forward(const torch::Tensor& x);
+  // W / sigma, after the power iteration in training mode. Computed with elementwise products
+  // and sums, so that it stays fp32 under autocast.
+  torch::Tensor normalized_weight();
+  torch::Tensor u, v;
+
+ private:
+  int64_t stride_, padding_;
+};
+TORCH_MODULE(SpectralConv2d);
+
+// D's normalisation layer (model.dcgan.d_norm, with auto resolved).
+enum class DNorm { kBatch, kSpectral, kNone };
+
 struct DcganDiscriminatorImpl : torch::nn::Module {
-  // batch_norm is off for WGAN-GP, whose penalty is per sample (Gulrajani et al., section 4).
-  DcganDiscriminatorImpl(int64_t width, datasets::RecordShape in, bool batch_norm);
+  // kBatch is refused with WGAN-GP, whose penalty is per sample (Gulrajani et al., section 4).
+  DcganDiscriminatorImpl(int64_t width, datasets::RecordShape in, DNorm norm);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Sequential net{nullptr};
 };
