@@ -20,6 +20,7 @@ enum Stream : uint64_t {
   kFlip = 7,
   kEvalLatent = 8,  // gantry sample / eval
   kAugment = 9,     // train.augment's translations and cutouts
+  kDropout = 10,    // model.mlp.d_dropout's masks
 };
 
 inline uint64_t mix64(uint64_t x) {

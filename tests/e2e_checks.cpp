@@ -47,7 +47,7 @@ double rel_diff(double a, double b) { return std::abs(a - b) / std::max(std::abs
 const std::vector<std::pair<std::string, std::string>> kInvariancePairs = {
     {"invariance-np1", "invariance-np2"},
     {"invariance-np1", "invariance-np3"},
-    {"invariance-augment-np1", "invariance-augment-np2"}};  // train.augment: translation,cutout; R1
+    {"invariance-augment-np1", "invariance-augment-np2"}};  // train.augment: translation,cutout; R1; D's dropout
 
 TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
   for (const auto& [reference, other] : kInvariancePairs) {
@@ -60,7 +60,11 @@ TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
       for (const char* key : {"d_loss", "g_loss", "d_real", "d_fake", "r1_penalty"}) {
         ASSERT_EQ(log[i].contains(key), one[i].contains(key)) << other << " step " << one[i]["step"] << " " << key;
         if (!one[i].contains(key)) continue;
-        EXPECT_LT(rel_diff(log[i][key].get<double>(), one[i][key].get<double>()), 1e-4)
+        // R1's penalty, a squared gradient norm through D's dropout masks, carries the ranks'
+        // rounding further: measured up to 4.6e-4 by step 20 (the losses stay below 1e-4). Drawing
+        // the masks by local rather than global row puts the losses 3e-3 apart at step 1.
+        const double tolerance = std::string(key) == "r1_penalty" ? 1e-3 : 1e-4;
+        EXPECT_LT(rel_diff(log[i][key].get<double>(), one[i][key].get<double>()), tolerance)
             << other << " step " << one[i]["step"] << " " << key << ": " << log[i][key] << " vs " << one[i][key];
       }
     }
@@ -87,9 +91,10 @@ TEST(WorldSizeInvariance, FinalParametersAgree) {
   }
 }
 
-// The augmented pair is not the plain one under another name: D saw other inputs from step 1 on,
-// and R1 ran on every other D update (steps 1, 3, ...: updates 0, 2, ...), on no other.
-TEST(WorldSizeInvariance, AugmentedRunsTrainOnAugmentedImagesWithR1) {
+// The augmented pair is not the plain one under another name: D saw other inputs (and dropped
+// half its hidden units) from step 1 on, and R1 ran on every other D update (steps 1, 3, ...:
+// updates 0, 2, ...), on no other.
+TEST(WorldSizeInvariance, AugmentedRunsTrainOnAugmentedImagesWithR1AndDropout) {
   const auto plain = read_log(run("invariance-np1")), augmented = read_log(run("invariance-augment-np1"));
   ASSERT_FALSE(plain.empty());
   ASSERT_EQ(plain.size(), augmented.size());

@@ -149,6 +149,8 @@ TEST(Config, CrossKeyChecks) {
   const auto l = write_yaml("dnorm-bad.yaml", "model:\n  dcgan:\n    d_norm: layer\n");
   EXPECT_NE(error_of(l).find(l + ":3: model.dcgan.d_norm: must be one of auto, batch, spectral, none, got 'layer'"),
             std::string::npos) << error_of(l);
+  const auto p = write_yaml("dropout.yaml", "model:\n  mlp:\n    d_dropout: 1\n");
+  EXPECT_NE(error_of(p).find(p + ":3: model.mlp.d_dropout: must be in [0, 1), got 1"), std::string::npos) << error_of(p);
   const auto s = write_yaml("dnorm-ok.yaml", "train:\n  loss: wgan-gp\nmodel:\n  dcgan:\n    d_norm: spectral\n");
   EXPECT_EQ(load_config(s, {}).model.dcgan.d_norm, "spectral");
 }

@@ -179,6 +179,44 @@ TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
   }
 }
 
+// model.mlp.d_dropout: in training mode each hidden unit is kept where the caller's uniform is
+// >= p and scaled by 1 / (1 - p), layer by layer from column 0, exactly as computed by hand here;
+// in eval mode D is the same network without dropout; make_models reports the draws it needs.
+TEST(Models, MlpDiscriminatorDropsTheUnitsItsDrawsSay) {
+  Config c;
+  c.model.arch = "mlp";
+  c.model.mlp.d_hidden = {6, 4};
+  c.model.mlp.d_dropout = 0.25;
+  GanModels m = make_models(c, {1, 3, 3});
+  EXPECT_EQ(m.d_draws, 10);
+  auto* d = m.d->as<MlpDiscriminatorImpl>();
+  ASSERT_NE(d, nullptr);
+  const torch::Tensor x = torch::randn({5, 1, 3, 3});
+  const torch::Tensor u = torch::rand({5, 10});
+  auto linear = [&](int i) { return d->net[i]->as<torch::nn::Linear>(); };
+  auto by_hand = [&](bool dropping) {
+    torch::Tensor h = x.flatten(1);
+    int64_t column = 0;
+    for (int l = 0; l < 2; ++l) {
+      h = torch::leaky_relu(torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t()), 0.2);
+      const int64_t width = h.size(1);
+      if (dropping) h = h * (u.slice(1, column, column + width) >= 0.25).to(torch::kFloat32) / 0.75;
+      column += width;
+    }
+    return torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
+  };
+  torch::NoGradGuard no_grad;
+  const torch::Tensor trained = m.discriminate_drawn(x, u);
+  EXPECT_TRUE(torch::allclose(trained, by_hand(true), 1e-5, 1e-6)) << trained << by_hand(true);
+  EXPECT_FALSE(torch::allclose(trained, by_hand(false), 1e-3, 1e-3)) << "some unit was dropped";
+  EXPECT_TRUE(torch::equal(m.discriminate_drawn(x, u), trained)) << "the draws decide, nothing else";
+  EXPECT_THROW(m.discriminate_drawn(x, u.slice(1, 0, 9)), c10::Error);
+  m.d->eval();
+  EXPECT_TRUE(torch::allclose(m.discriminate_drawn(x, u), by_hand(false), 1e-5, 1e-6));
+  c.model.mlp.d_dropout = 0;
+  EXPECT_EQ(make_models(c, {1, 3, 3}).d_draws, 0);
+}
+
 // model.dcgan.d_norm: spectral. One power iteration per training forward pass, exactly as written
 // (v = W^T u / |W^T u|, u = W v / |W v|); after many passes sigma is W's largest singular value, so
 // the layer convolves with a weight of spectral norm 1; in eval mode u and v stay; and the

@@ -161,6 +161,12 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("model.z_dim", model.z_dim, at_least<int64_t>(1)),
       GANTRY_FIELD("model.mlp.g_hidden", model.mlp.g_hidden, positive_widths()),
       GANTRY_FIELD("model.mlp.d_hidden", model.mlp.d_hidden, positive_widths()),
+      GANTRY_FIELD("model.mlp.d_dropout", model.mlp.d_dropout,
+                   [](const double& v) {
+                     std::ostringstream s;
+                     if (!(v >= 0 && v < 1)) s << "must be in [0, 1), got " << v;
+                     return s.str();
+                   }),
       GANTRY_FIELD("model.dcgan.g_width", model.dcgan.g_width, at_least<int64_t>(1)),
       GANTRY_FIELD("model.dcgan.d_width", model.dcgan.d_width, at_least<int64_t>(1)),
       GANTRY_FIELD("model.dcgan.d_norm", model.dcgan.d_norm, one_of({"auto", "batch", "spectral", "none"})),

@@ -44,6 +44,7 @@ struct DataConfig {
 struct MlpConfig {
   std::vector<int64_t> g_hidden{256, 512};
   std::vector<int64_t> d_hidden{512, 256, 128};
+  double d_dropout = 0;  // dropout probability on D's hidden units in training (Goodfellow et al.: 0.5)
 };
 
 struct DcganConfig {

@@ -77,9 +77,14 @@ class GanStep {
   // uniforms: [n, 2 * kAugmentDraws] for a D update (real's, then fake's), [n, kAugmentDraws] for a
   // G update. Undefined: D sees them as they are.
   // r1: this D update adds train.r1_gamma's penalty (the caller picks every r1_every-th).
+  // With D's dropout (models' d_draws > 0), `dropout` holds its uniforms, laid out like
+  // `augment`'s: [n, 2 * d_draws] for a D update (real's, then fake's), [n, d_draws] for a G update.
+  // Undefined: LibTorch's own dropout draws them.
   UpdateOutcome d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix,
-                         const torch::Tensor& augment = torch::Tensor(), bool r1 = false);
-  UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor());
+                         const torch::Tensor& augment = torch::Tensor(), bool r1 = false,
+                         const torch::Tensor& dropout = torch::Tensor());
+  UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor(),
+                         const torch::Tensor& dropout = torch::Tensor());
   // Whether outcomes are decided on the device (then count them with settle()).
   bool decides_on_device() const { return d_device_adam_ != nullptr; }
   // The device's skipped updates since the last call (a device sync; zeros on the CPU), and the
@@ -119,6 +124,10 @@ class GanStep {
   void set_d_trainable(bool trainable);
   // x as D sees it: augmented by columns [k, k + 1) * kAugmentDraws of `augment`, or as it is.
   torch::Tensor seen_by_d(const torch::Tensor& x, const torch::Tensor& augment, int64_t k) const;
+  // D's logits for x, with columns [k, k + 1) * d_draws of `dropout` as D's draws (if defined).
+  torch::Tensor score(const torch::Tensor& x, const torch::Tensor& dropout, int64_t k);
+  // The draws of D's dropout for images k and k + 1 stacked as rows (the one pass over real and fake).
+  torch::Tensor both_draws(const torch::Tensor& dropout) const;
   std::vector<torch::Tensor> snapshot_buffers() const;
   void restore_buffers(const std::vector<torch::Tensor>& snapshot);
   // An update's end, after the all-reduce: the Adam step if every averaged gradient is finite,

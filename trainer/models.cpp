@@ -3,6 +3,7 @@
 #include "trainer/models.h"
 
 #include <array>
+#include <numeric>
 #include <tuple>
 
 #include "trainer/device.h"
@@ -30,7 +31,9 @@ torch::Tensor MlpGeneratorImpl::forward(const torch::Tensor& z) {
   return net->forward(z).view({z.size(0), shape.channels, shape.height, shape.width});
 }
 
-MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const std::vector<int64_t>& hidden) {
+MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const std::vector<int64_t>& hidden_widths,
+                                           double dropout)
+    : hidden(hidden_widths), p(dropout) {
   nn::Sequential seq;
   int64_t in = in_shape.numel();
   for (int64_t width : hidden) {
@@ -42,8 +45,28 @@ MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const
   net = register_module("net", seq);
 }
 
-torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x) {
-  return net->forward(x.flatten(1)).view({-1});
+int64_t MlpDiscriminatorImpl::dropout_columns() const {
+  return p > 0 ? std::accumulate(hidden.begin(), hidden.end(), int64_t{0}) : 0;
+}
+
+torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x, const torch::Tensor& u) {
+  const bool drop = p > 0 && is_training();
+  if (drop && u.defined())
+    TORCH_CHECK(u.dim() == 2 && u.size(0) == x.size(0) && u.size(1) == dropout_columns(),
+                "D's dropout draws must be [", x.size(0), ", ", dropout_columns(), "], got ", u.sizes());
+  torch::Tensor h = x.flatten(1);
+  int64_t column = 0;
+  for (size_t l = 0; l < hidden.size(); ++l) {  // net: (Linear, LeakyReLU) per hidden layer, then Linear
+    h = net[2 * l + 1]->as<nn::LeakyReLU>()->forward(net[2 * l]->as<nn::Linear>()->forward(h));
+    if (drop && u.defined()) {
+      const torch::Tensor keep = u.slice(1, column, column + hidden[l]).to(h.device()).ge(p);
+      h = h * (keep.to(h.scalar_type()) * static_cast<float>(1 / (1 - p)));
+    } else if (drop) {
+      h = torch::dropout(h, p, /*train=*/true);
+    }
+    column += hidden[l];
+  }
+  return net[2 * hidden.size()]->as<nn::Linear>()->forward(h).view({-1});
 }
 
 namespace {
@@ -244,9 +267,11 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
       return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
     };
     std::tie(m.g, m.generate) = new_generator();
-    MlpDiscriminator d(shape, mc.mlp.d_hidden);
+    MlpDiscriminator d(shape, mc.mlp.d_hidden, mc.mlp.d_dropout);
     m.d = d.ptr();
     m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
+    m.discriminate_drawn = [d](const torch::Tensor& x, const torch::Tensor& u) mutable { return d->forward(x, u); };
+    m.d_draws = d->dropout_columns();
     m.d_per_sample = true;
   } else {
     if (!is_mnist_shape(shape) && !is_cifar_shape(shape))
@@ -267,6 +292,7 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
     DcganDiscriminator d(mc.dcgan.d_width, shape, norm);
     m.d = d.ptr();
     m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
+    m.discriminate_drawn = [d](const torch::Tensor& x, const torch::Tensor&) mutable { return d->forward(x); };
     m.d_per_sample = norm != DNorm::kBatch;
   }
   if (config.train.g_ema_kimg > 0) {

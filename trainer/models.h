@@ -20,9 +20,23 @@ struct MlpGeneratorImpl : torch::nn::Module {
 TORCH_MODULE(MlpGenerator);
 
 struct MlpDiscriminatorImpl : torch::nn::Module {
-  MlpDiscriminatorImpl(datasets::RecordShape in, const std::vector<int64_t>& hidden);
-  torch::Tensor forward(const torch::Tensor& x);
+  // dropout: the probability of dropping each hidden unit in training mode (Goodfellow et al.
+  // 2014 trained their D with dropout; without it the MLP GAN collapses onto a few digits,
+  // docs/RESULTS.md).
+  MlpDiscriminatorImpl(datasets::RecordShape in, const std::vector<int64_t>& hidden, double dropout = 0);
+  // u: [N, dropout_columns()] uniforms in [0, 1), drawn per sample by the caller (keyed per
+  // global sample in training, so the masks are the same at any world size and on resume). In
+  // training mode hidden unit k of layer l is kept for sample n when u[n, offset(l) + k] >= p, and
+  // scaled by 1 / (1 - p). Undefined u in training mode: LibTorch's own dropout. Eval mode, or
+  // p = 0: no dropout.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& u = torch::Tensor());
+  int64_t dropout_columns() const;  // the sum of the hidden widths when p > 0, else 0
   torch::nn::Sequential net{nullptr};
+  std::vector<int64_t> hidden;
+  double p;
+
+ protected:
+  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(torch::Tensor())})
 };
 TORCH_MODULE(MlpDiscriminator);
 
@@ -70,6 +84,10 @@ struct GanModels {
   std::shared_ptr<torch::nn::Module> d;
   std::function<torch::Tensor(const torch::Tensor&)> generate;       // z [N, z_dim] -> x [N, C, H, W]
   std::function<torch::Tensor(const torch::Tensor&)> discriminate;   // x -> logits [N]
+  // D with per-sample random draws: x [N, ...], u [N, d_draws] -> logits [N]; model.mlp.d_dropout's
+  // masks (MlpDiscriminatorImpl::forward). d_draws == 0: D draws nothing, and this is discriminate.
+  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> discriminate_drawn;
+  int64_t d_draws = 0;
   // Whether D scores each sample on its own (no BatchNorm or other batch-coupled layer). Then a D
   // update may score real and fake images in one forward pass: the same logits, one set of
   // larger matrix products instead of two.

@@ -490,6 +490,12 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     return uniform_table(seed, random::kAugment, draw, first, local_batch,
                          images * kAugmentDraws, pinned);
   };
+  // model.mlp.d_dropout's uniforms, keyed per global sample like train.augment's.
+  const int64_t d_draws = gan->models().d_draws;
+  auto dropout_draws = [&](int64_t draw, int64_t images) {
+    if (d_draws == 0) return torch::Tensor();
+    return uniform_table(seed, random::kDropout, draw, first, local_batch, images * d_draws, pinned);
+  };
   for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
     const auto step_start = Clock::now();
     if (watchdog) watchdog->set_step(step);
@@ -499,14 +505,14 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                                  latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim, pinned),
                                  uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned),
                                  augment_draws(draw, 2),
-                                 /*r1=*/(step * d_steps + k) % config.train.r1_every == 0),
+                                 /*r1=*/(step * d_steps + k) % config.train.r1_every == 0, dropout_draws(draw, 2)),
                    "D", step + 1);
     }
     const int64_t g_draw = step * (d_steps + 1) + d_steps;
     after_update(gan->g_update(maybe_poison(latent_rows(seed, random::kLatent, g_draw, first, local_batch,
                                                         config.model.z_dim, pinned),
                                             fault, 'g', step + 1, rank),
-                               augment_draws(g_draw, 1)),
+                               augment_draws(g_draw, 1), dropout_draws(g_draw, 1)),
                  "G", step + 1);
     gan->sync_buffers();
     gan->update_g_ema(step + 1);  // after the sync: G's BatchNorm statistics are the ranks' mean
