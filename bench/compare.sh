@@ -42,8 +42,10 @@ for i in $(seq "$repeats"); do
     for batch in 64 256; do
       for threads in $thread_counts; do
         steps=$(steps_for $arch $batch)
-        # The reference's MLP D has no dropout (bench/pytorch_reference.py), so neither does gantry's here.
+        # The same step as bench/pytorch_reference.py's: no dropout in the MLP's D and no moving
+        # average of G, which the configs add.
         config=configs/fashion-mnist-dcgan.yaml; [ $arch = mlp ] && config="configs/mnist-mlp.yaml --set model.mlp.d_dropout=0"
+        config="$config --set train.g_ema_kimg=0"
         dir="$work/$arch-$batch-$threads-$i"
         log_every=$steps warmup=0
         if [ "$device" = cuda ]; then log_every=$((steps / 2)) warmup=$((steps / 2)); fi
