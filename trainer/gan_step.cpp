@@ -204,14 +204,13 @@ SkippedUpdates GanStep::settle() {
   return out;
 }
 
-torch::Tensor GanStep::score(const torch::Tensor& x, const torch::Tensor& dropout, int64_t k) {
-  if (!dropout.defined() || models_.d_draws == 0) return models_.discriminate(x);
-  return models_.discriminate_drawn(x, dropout.slice(1, k * models_.d_draws, (k + 1) * models_.d_draws));
+torch::Tensor GanStep::draws_for(const torch::Tensor& dropout, int64_t k) const {
+  if (!dropout.defined() || models_.d_draws == 0) return torch::Tensor();
+  return dropout.slice(1, k * models_.d_draws, (k + 1) * models_.d_draws);
 }
 
-torch::Tensor GanStep::both_draws(const torch::Tensor& dropout) const {
-  if (!dropout.defined() || models_.d_draws == 0) return torch::Tensor();
-  return torch::cat({dropout.slice(1, 0, models_.d_draws), dropout.slice(1, models_.d_draws, 2 * models_.d_draws)});
+torch::Tensor GanStep::score(const torch::Tensor& x, const torch::Tensor& draws) {
+  return draws.defined() ? models_.discriminate_drawn(x, draws) : models_.discriminate(x);
 }
 
 UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in,
@@ -223,6 +222,7 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
   const torch::Tensor z = z_in.to(device_, /*non_blocking=*/true),
                       penalty_mix = penalty_mix_in.to(device_, /*non_blocking=*/true);
   const torch::Tensor dropout = dropout_in.defined() ? dropout_in.to(device_, /*non_blocking=*/true) : dropout_in;
+  const torch::Tensor real_draws = draws_for(dropout, 0), fake_draws = draws_for(dropout, 1);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
   torch::Tensor fake, real_logits, fake_logits;
   {
@@ -237,22 +237,22 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     if (models_.d_per_sample) {
       // One forward over both halves (bench/RESULTS.md: the MLP's D update gains from the larger
       // matrix products). fake may be bf16 under autocast: widening it is exact.
-      const torch::Tensor both = torch::cat({real, fake.to(real.scalar_type())});
-      const torch::Tensor draws = both_draws(dropout);
       const torch::Tensor logits =
-          (draws.defined() ? models_.discriminate_drawn(both, draws) : models_.discriminate(both)).to(torch::kFloat32);
+          score(torch::cat({real, fake.to(real.scalar_type())}),
+                real_draws.defined() ? torch::cat({real_draws, fake_draws}) : real_draws)
+              .to(torch::kFloat32);
       real_logits = logits.slice(0, 0, real.size(0));
       fake_logits = logits.slice(0, real.size(0));
     } else {
-      real_logits = score(real, dropout, 0).to(torch::kFloat32);
-      fake_logits = score(fake, dropout, 1).to(torch::kFloat32);
+      real_logits = score(real, real_draws).to(torch::kFloat32);
+      fake_logits = score(fake, fake_draws).to(torch::kFloat32);
     }
   }
   torch::Tensor loss = discriminator_loss(loss_, real_logits, fake_logits);
   torch::Tensor reported = loss;
   if (loss_ == LossKind::kWganGp && gp_weight_ > 0) {
     // The penalty's double backward runs in fp32: a gradient norm is what bf16 rounds worst.
-    loss = loss + gp_weight_ * gradient_penalty([&](const torch::Tensor& x) { return score(x, dropout, 0); }, real,
+    loss = loss + gp_weight_ * gradient_penalty([&](const torch::Tensor& x) { return score(x, real_draws); }, real,
                                                 fake.to(torch::kFloat32), penalty_mix);
     reported = loss;
   }
@@ -262,7 +262,7 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     // statistics, which D, always in training mode, never reads. Not in the reported loss: it is
     // logged on its own as r1_penalty.
     const torch::Tensor penalty = r1_penalty(
-        [&](const torch::Tensor& x) { return score(seen_by_d(x, augment, 0), dropout, 0); }, unaugmented);
+        [&](const torch::Tensor& x) { return score(seen_by_d(x, augment, 0), real_draws); }, unaugmented);
     loss = loss + (0.5 * train_.r1_gamma * static_cast<double>(train_.r1_every)) * penalty;
     stats_[kR1Sum] += penalty.detach().to(torch::kFloat64);
     stats_[kR1Count] += 1;
@@ -300,7 +300,7 @@ UpdateOutcome GanStep::g_update(const torch::Tensor& z_in, const torch::Tensor& 
   {
     AutocastGuard autocast(device_, bf16_);
     fake = models_.generate(z);
-    logits = score(seen_by_d(fake, augment, 0), dropout, 0).to(torch::kFloat32);
+    logits = score(seen_by_d(fake, augment, 0), draws_for(dropout, 0)).to(torch::kFloat32);
   }
   const torch::Tensor loss = generator_loss(loss_, logits);
   g_reducer_->prepare();

@@ -124,10 +124,11 @@ class GanStep {
   void set_d_trainable(bool trainable);
   // x as D sees it: augmented by columns [k, k + 1) * kAugmentDraws of `augment`, or as it is.
   torch::Tensor seen_by_d(const torch::Tensor& x, const torch::Tensor& augment, int64_t k) const;
-  // D's logits for x, with columns [k, k + 1) * d_draws of `dropout` as D's draws (if defined).
-  torch::Tensor score(const torch::Tensor& x, const torch::Tensor& dropout, int64_t k);
-  // The draws of D's dropout for images k and k + 1 stacked as rows (the one pass over real and fake).
-  torch::Tensor both_draws(const torch::Tensor& dropout) const;
+  // Columns [k, k + 1) * d_draws of `dropout`: D's draws for image k of each row (0: real, 1:
+  // fake); undefined when D draws nothing.
+  torch::Tensor draws_for(const torch::Tensor& dropout, int64_t k) const;
+  // D's logits for x with `draws` (rows matching x's), or without any when it is undefined.
+  torch::Tensor score(const torch::Tensor& x, const torch::Tensor& draws);
   std::vector<torch::Tensor> snapshot_buffers() const;
   void restore_buffers(const std::vector<torch::Tensor>& snapshot);
   // An update's end, after the all-reduce: the Adam step if every averaged gradient is finite,

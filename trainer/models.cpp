@@ -149,6 +149,11 @@ void dcgan_init(nn::Module& module) {
   }
 }
 
+// t / |t| for a vector (SpectralConv2d's singular-vector estimates).
+torch::Tensor unit_vector(const torch::Tensor& t) {
+  return nn::functional::normalize(t, nn::functional::NormalizeFuncOptions().dim(0).eps(1e-12));
+}
+
 bool is_mnist_shape(datasets::RecordShape s) { return s.channels == 1 && s.height == 28 && s.width == 28; }
 bool is_cifar_shape(datasets::RecordShape s) { return s.channels == 3 && s.height == 32 && s.width == 32; }
 
@@ -161,21 +166,17 @@ SpectralConv2dImpl::SpectralConv2dImpl(int64_t in, int64_t out, int64_t kernel, 
   torch::NoGradGuard no_grad;
   nn::init::xavier_uniform_(weight);
   nn::init::zeros_(bias);
-  namespace F = nn::functional;
-  const auto unit = F::NormalizeFuncOptions().dim(0).eps(1e-12);
-  u = register_buffer("u", F::normalize(torch::randn({out}), unit));
-  v = register_buffer("v", F::normalize(torch::randn({in * kernel * kernel}), unit));
+  u = register_buffer("u", unit_vector(torch::randn({out})));
+  v = register_buffer("v", unit_vector(torch::randn({in * kernel * kernel})));
 }
 
 torch::Tensor SpectralConv2dImpl::normalized_weight() {
   const torch::Tensor w = weight.flatten(1);  // [out, in * k * k]
   if (is_training()) {
     torch::NoGradGuard no_grad;
-    namespace F = nn::functional;
-    const auto unit = F::NormalizeFuncOptions().dim(0).eps(1e-12);
     const torch::Tensor wd = w.detach();
-    v.copy_(F::normalize((wd * u.unsqueeze(1)).sum(0), unit));  // W^T u / |W^T u|
-    u.copy_(F::normalize((wd * v.unsqueeze(0)).sum(1), unit));  // W v / |W v|
+    v.copy_(unit_vector((wd * u.unsqueeze(1)).sum(0)));  // W^T u / |W^T u|
+    u.copy_(unit_vector((wd * v.unsqueeze(0)).sum(1)));  // W v / |W v|
   }
   // sigma = u^T W v, differentiable in W; u v^T is a new tensor, so later in-place updates of
   // u and v (another forward pass before this one's backward) leave this graph intact.
