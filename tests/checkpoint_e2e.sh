@@ -40,18 +40,40 @@ PY
 }
 
 # ---- bit-exact resume: A runs 20 steps; B is killed after its step-10 checkpoint, then resumes --
+# The DCGAN's run also warms up and decays its learning rates (optim.schedule), which a resume
+# must pick up at the step it reached: both logs hold the schedule's rates at every logged step.
+schedule_dcgan=(--set optim.schedule=cosine --set optim.warmup_steps=4 --set optim.decay_start=0.25)
+schedule_mlp=()
+# lr_as_scheduled LOG: lr_g and lr_d at logged step s are the config's 8e-4 x the cosine factor
+# of step s - 1 (warm-up 4 steps, decay from step 5 of 20 to 0), to 1e-12 relative.
+lr_as_scheduled() {
+  python3 - "$1" <<'PY'
+import json, math, sys
+def factor(s):
+    warm = (s + 1) / 4 if s < 4 else 1.0
+    return warm if s < 5 else warm * 0.5 * (1 + math.cos(math.pi * (s - 5) / 15))
+bad = [(j["step"], k, j[k]) for j in map(json.loads, open(sys.argv[1])) for k in ("lr_g", "lr_d")
+       if abs(j[k] - 8e-4 * factor(j["step"] - 1)) > 1e-12 * 8e-4]
+if bad: print("  off schedule:", bad)
+sys.exit(1 if bad else 0)
+PY
+}
 for arch in mlp dcgan; do
-  run 2 "$work/$arch-A" --set model.arch=$arch --set train.steps=20 > "$work/$arch-A.out" 2>&1
+  schedule="schedule_$arch[@]"
+  run 2 "$work/$arch-A" --set model.arch=$arch --set train.steps=20 "${!schedule}" > "$work/$arch-A.out" 2>&1
   GANTRY_CHECKPOINT_FAULT=after_commit:1 run 2 "$work/$arch-B" --set model.arch=$arch --set train.steps=20 \
-    > "$work/$arch-B1.out" 2>&1
+    "${!schedule}" > "$work/$arch-B1.out" 2>&1
   killed=$?
-  run 2 "$work/$arch-B" --set model.arch=$arch --set train.steps=20 --resume auto > "$work/$arch-B2.out" 2>&1
+  run 2 "$work/$arch-B" --set model.arch=$arch --set train.steps=20 "${!schedule}" --resume auto \
+    > "$work/$arch-B2.out" 2>&1
   check "$arch: the first half of B was killed (exit $killed)" [ $killed -ne 0 ]
   check "$arch: B resumed from step 10" grep -q "resumed from .*step-00000010 (step 10" "$work/$arch-B2.out"
   check "$arch: resumed digest == uninterrupted digest" \
     same_nonempty "$(digest "$work/$arch-A")" "$(digest "$work/$arch-B")"
   check "$arch: B's log.jsonl holds each step once" [ "$(log_steps "$work/$arch-B/log.jsonl")" = "5 10 15 20" ]
 done
+check "dcgan: A's learning rates follow optim.schedule" lr_as_scheduled "$work/dcgan-A/log.jsonl"
+check "dcgan: resumed B's learning rates follow optim.schedule" lr_as_scheduled "$work/dcgan-B/log.jsonl"
 
 # ---- resharding: A's step 10 (saved by 2 ranks) loads at 1 and 3 ranks -------------------------
 saved=$(digest "$work/mlp-A/checkpoints/step-00000010")

@@ -102,6 +102,13 @@ TEST(Config, OutOfRangeNamesKeyAndLine) {
             std::string::npos);
   const auto i = write_yaml("range4.yaml", "optim:\n  d:\n    beta2: 1.0\n");
   EXPECT_NE(error_of(i).find(i + ":3: optim.d.beta2: must be in [0, 1)"), std::string::npos) << error_of(i);
+  const auto j = write_yaml("range5.yaml", "optim:\n  schedule: cosine\n  decay_start: 1.0\n");
+  EXPECT_NE(error_of(j).find(j + ":3: optim.decay_start: must be in [0, 1)"), std::string::npos) << error_of(j);
+  const auto k = write_yaml("range6.yaml", "optim:\n  schedule: step\n");
+  EXPECT_NE(error_of(k).find(k + ":2: optim.schedule: must be one of constant, linear, cosine"), std::string::npos)
+      << error_of(k);
+  const auto l = write_yaml("range7.yaml", "optim:\n  final_lr_ratio: 1.5\n");
+  EXPECT_NE(error_of(l).find(l + ":2: optim.final_lr_ratio: must be in [0, 1]"), std::string::npos) << error_of(l);
 }
 
 TEST(Config, SetOverridesAndItsErrors) {

@@ -2,6 +2,7 @@
 // network, the statistics are finite, and WGAN-GP's reported D loss includes the penalty.
 // train.device and train.precision: device resolution, the autocast guard, and bf16 updates
 // that keep fp32 weights and follow the fp32 ones (on the CPU, whose autocast runs bf16 too).
+// optim.schedule: its factors, and GanStep's updates scaled by them.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,6 +15,8 @@
 #include "trainer/gan_step.h"
 #include "trainer/latent.h"
 #include "trainer/losses.h"
+#include "trainer/lr_schedule.h"
+#include "trainer/training_metrics.h"
 
 using namespace gantry;
 
@@ -562,6 +565,74 @@ TEST(GeneratorAverage, MovesTowardGAndTravelsWithTheCheckpoint) {
   started.load_state(without);
   const auto g = state_tensors(*started.models().g), ema = state_tensors(*started.models().g_ema);
   for (size_t i = 0; i < g.size(); ++i) EXPECT_TRUE(torch::equal(g[i], ema[i])) << i;
+}
+
+// optim.schedule's factor at exact points: warm-up (step + 1) / warmup_steps, then full until
+// decay_start x steps, then linear or cosine down toward final_lr_ratio at train.steps.
+TEST(LearningRateSchedule, FactorFollowsWarmUpAndDecay) {
+  OptimConfig o;
+  EXPECT_EQ(lr_factor(o, 0, 100), 1);  // constant by default
+  EXPECT_EQ(lr_factor(o, 99, 100), 1);
+  o.warmup_steps = 4;
+  EXPECT_EQ(lr_factor(o, 0, 100), 0.25);
+  EXPECT_EQ(lr_factor(o, 2, 100), 0.75);
+  EXPECT_EQ(lr_factor(o, 3, 100), 1);
+  EXPECT_EQ(lr_factor(o, 50, 100), 1);
+  o.warmup_steps = 0;
+  o.schedule = "linear";
+  o.decay_start = 0.5;
+  EXPECT_EQ(lr_factor(o, 49, 100), 1);
+  EXPECT_EQ(lr_factor(o, 50, 100), 1);          // the decay starts at full rate
+  EXPECT_DOUBLE_EQ(lr_factor(o, 75, 100), 0.5);  // halfway through it
+  EXPECT_NEAR(lr_factor(o, 99, 100), 0.02, 1e-15);
+  o.final_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(lr_factor(o, 75, 100), 0.55);
+  EXPECT_DOUBLE_EQ(lr_factor(o, 100, 100), 0.1);  // past the end (a resume with fewer steps) stays there
+  o.schedule = "cosine";
+  o.final_lr_ratio = 0;
+  o.decay_start = 0;
+  EXPECT_EQ(lr_factor(o, 0, 100), 1);
+  EXPECT_DOUBLE_EQ(lr_factor(o, 50, 100), 0.5);
+  EXPECT_DOUBLE_EQ(lr_factor(o, 25, 100), 0.5 * (1 + std::cos(M_PI / 4)));
+  o.warmup_steps = 10;  // warm-up and decay multiply
+  EXPECT_DOUBLE_EQ(lr_factor(o, 4, 100), 0.5 * 0.5 * (1 + std::cos(M_PI * 0.04)));
+}
+
+// set_lr_factor scales both optimizers' rates, and so each Adam update: from the same weights and
+// inputs, a D update and (separately) a G update at half the rate move each weight half as far as
+// at the full rate (Adam's first step is lr x g / (|g| + eps)), and at rate 0 not at all.
+TEST(LearningRateSchedule, GanStepScalesBothOptimizersUpdates) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  Config c = gantry::testing::small_dcgan_config("non-saturating");
+  c.optim.g.lr = 1e-3;
+  c.optim.d.lr = 4e-3;
+  const torch::Tensor real = latent_rows(7, random::kLatent, 0, 0, 4, 784).tanh().view({4, 1, 28, 28});
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 4, c.model.z_dim);
+  const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 4);
+  std::vector<torch::Tensor> moved[3];  // D's then G's weight changes at factors 1, 0.5, 0
+  const double factors[3] = {1, 0.5, 0};
+  for (int i = 0; i < 3; ++i) {
+    for (const bool d : {true, false}) {  // one update each, from the same seeded weights
+      GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+      step.set_lr_factor(factors[i]);
+      EXPECT_DOUBLE_EQ(learning_rate(step.g_optimizer()), 1e-3 * factors[i]);
+      EXPECT_DOUBLE_EQ(learning_rate(step.d_optimizer()), 4e-3 * factors[i]);
+      const torch::nn::Module& net = d ? *step.models().d : *step.models().g;
+      const auto before = snapshot(net);
+      ASSERT_TRUE(d ? step.d_update(real, z, mix) : step.g_update(z));
+      const auto after = snapshot(net);
+      for (size_t k = 0; k < before.size(); ++k) moved[i].push_back(after[k] - before[k]);
+    }
+  }
+  double largest = 0;
+  for (size_t k = 0; k < moved[0].size(); ++k) {
+    largest = std::max(largest, moved[0][k].abs().max().item<double>());
+    // atol: a float's rounding of p - lr x u for weights up to ~1 (BatchNorm's scales), 2 ulps
+    EXPECT_TRUE(torch::allclose(moved[1][k], 0.5 * moved[0][k], 1e-4, 2.5e-7))
+        << k << ": max diff " << (moved[1][k] - 0.5 * moved[0][k]).abs().max().item<double>();
+    EXPECT_EQ(moved[2][k].abs().max().item<double>(), 0) << k;
+  }
+  EXPECT_GT(largest, 1e-4);  // the full-rate update did move the weights
 }
 
 int main(int argc, char** argv) {

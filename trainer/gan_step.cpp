@@ -134,6 +134,7 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
       augment_(parse_augment(config.train.augment)),
       device_(models_.g->parameters().front().device()),
       bf16_(config.train.precision == "bf16"),
+      optim_(config.optim),
       comm_(comm) {
   g_opt_ = make_adam(*models_.g, config.optim.g);
   d_opt_ = make_adam(*models_.d, config.optim.d);
@@ -151,6 +152,12 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
     d_device_adam_ = std::make_unique<DeviceAdam>(*d_opt_);
     skips_ = torch::zeros({kNumSkipSlots}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   }
+}
+
+void GanStep::set_lr_factor(double factor) {
+  for (auto [opt, lr] : {std::pair{g_opt_.get(), optim_.g.lr}, std::pair{d_opt_.get(), optim_.d.lr}})
+    for (auto& group : opt->param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr * factor);
 }
 
 torch::Tensor GanStep::seen_by_d(const torch::Tensor& x, const torch::Tensor& augment, int64_t k) const {

@@ -85,6 +85,9 @@ class GanStep {
                          const torch::Tensor& dropout = torch::Tensor());
   UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor(),
                          const torch::Tensor& dropout = torch::Tensor());
+  // Sets both optimizers' learning rates to optim.{g,d}.lr x factor (optim.schedule's factor for
+  // the coming step, trainer/lr_schedule.h); they start at factor 1.
+  void set_lr_factor(double factor);
   // Whether outcomes are decided on the device (then count them with settle()).
   bool decides_on_device() const { return d_device_adam_ != nullptr; }
   // The device's skipped updates since the last call (a device sync; zeros on the CPU), and the
@@ -147,6 +150,7 @@ class GanStep {
   AugmentPolicy augment_;  // train.augment
   torch::Device device_;  // where the models live; inputs arrive on the host or there
   bool bf16_;             // train.precision: bf16 autocast around the forward passes
+  OptimConfig optim_;     // the learning rates that set_lr_factor scales
   comm::Communicator& comm_;
   std::unique_ptr<torch::optim::Adam> g_opt_, d_opt_;
   std::unique_ptr<comm::GradientReducer> g_reducer_, d_reducer_;

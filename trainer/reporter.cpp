@@ -37,7 +37,8 @@ void Reporter::log(const LogRecord& r) {
   }
   nlohmann::json j = {{"step", r.step},       {"epoch", r.epoch},   {"d_loss", r.d_loss},
                       {"g_loss", r.g_loss},   {"d_real", r.d_real}, {"d_fake", r.d_fake},
-                      {"img_per_s", r.img_per_s}, {"data_wait_s", r.data_wait_s}};
+                      {"img_per_s", r.img_per_s}, {"data_wait_s", r.data_wait_s},
+                      {"lr_g", r.lr_g},       {"lr_d", r.lr_d}};
   if (r.fake_mean) j["fake_mean"] = *r.fake_mean;
   if (r.fake_std) j["fake_std"] = *r.fake_std;
   if (r.r1_penalty) j["r1_penalty"] = *r.r1_penalty;

@@ -16,6 +16,7 @@ struct LogRecord {
   double d_loss = 0, g_loss = 0, d_real = 0, d_fake = 0;
   double img_per_s = 0;  // real images per second, whole job
   double data_wait_s = 0;  // seconds per step the training thread waited for data (rank average)
+  double lr_g = 0, lr_d = 0;  // the learning rates of the last step (optim.schedule)
   std::optional<double> fake_mean, fake_std;  // gaussian1d only
   std::optional<double> r1_penalty;  // train.r1_gamma: mean ||grad_x D(x)||^2 on the reals
 };

@@ -25,6 +25,7 @@
 #include "trainer/gan_step.h"
 #include "trainer/images.h"
 #include "trainer/latent.h"
+#include "trainer/lr_schedule.h"
 #include "trainer/reporter.h"
 #include "trainer/training_metrics.h"
 
@@ -499,6 +500,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   for (int64_t step = start_step; step < config.train.steps && !stop_signal; ++step) {
     const auto step_start = Clock::now();
     if (watchdog) watchdog->set_step(step);
+    gan->set_lr_factor(lr_factor(config.optim, step, config.train.steps));
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
       after_update(gan->d_update(maybe_poison(stream->next(), fault, 'd', step + 1, rank),
@@ -544,6 +546,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       r.data_wait_s = data_wait.item<double>() / static_cast<double>(done - last_log_step);
       data_wait_total += data_wait.item<double>();
       r.img_per_s = static_cast<double>((done - last_log_step) * d_steps * config.train.batch_size) / seconds;
+      r.lr_g = learning_rate(gan->g_optimizer());
+      r.lr_d = learning_rate(gan->d_optimizer());
       if (s[kR1Count] > 0) r.r1_penalty = s[kR1Sum] / s[kR1Count];
       if (!images) {
         const double mean = s[kFakeSum] / s[kFakeCount];

@@ -4,13 +4,10 @@
 #include <algorithm>
 
 namespace gantry {
-namespace {
 
 double learning_rate(torch::optim::Adam& opt) {
   return static_cast<torch::optim::AdamOptions&>(opt.param_groups().front().options()).lr();
 }
-
-}  // namespace
 
 monitoring::StepSample step_sample(const GanStep& gan, const UpdateTimes& t,
                                    std::chrono::steady_clock::time_point step_start, int64_t images) {

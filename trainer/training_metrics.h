@@ -21,6 +21,9 @@ struct TrainingMetrics {
   std::unique_ptr<monitoring::JobMetrics> job;  // rank 0 only
 };
 
+// The learning rate opt takes its next step with (its first group's).
+double learning_rate(torch::optim::Adam& opt);
+
 // One step's sample: its phase times `t` (GanStep::take_times()), data as the rest of the step's
 // wall time since `step_start`, and the all-reduce byte counts.
 monitoring::StepSample step_sample(const GanStep& gan, const UpdateTimes& t,

@@ -1,0 +1,18 @@
+// Implements: the learning-rate schedule (optim.schedule), one factor that scales both optimizers'
+// learning rates at each step: a linear warm-up over optim.warmup_steps (as Goyal et al. 2017
+// ramp large-batch SGD), then, from the fraction optim.decay_start of train.steps on, a linear or
+// cosine (Loshchilov & Hutter 2017) decay down to optim.final_lr_ratio at train.steps. The factor
+// depends only on the step, so a resumed run, at any world size, follows the same schedule.
+#pragma once
+
+#include <cstdint>
+
+#include "trainer/config.h"
+
+namespace gantry {
+
+// The factor for step `step` (G updates done before it, from 0) of a run of `steps` steps; the
+// step's D updates and its G update all use it.
+double lr_factor(const OptimConfig& optim, int64_t step, int64_t steps);
+
+}  // namespace gantry
