@@ -105,7 +105,9 @@ struct OneDnnTransposedConv : torch::autograd::Function<OneDnnTransposedConv> {
 // G's transposed convolutions: the same module and parameters as ConvTranspose2d (checkpoints are
 // unchanged), run as OneDnnTransposedConv for fp32 on the CPU where that is faster. Measured
 // (bench/RESULTS.md): 1.35-2.4x for the wide layers, 0.39x for the last one (1 or 3 output
-// channels), which therefore stays on LibTorch's kernel, as does bf16 autocast.
+// channels), which therefore stays on LibTorch's kernel. Under bf16 autocast the wide layers run
+// oneDNN's bf16 kernels, where LibTorch 1.13's autocast would leave them to its fp32 kernel:
+// the DCGAN's bf16 step went from 0.73x to 1.6x its fp32 step (bench/RESULTS.md).
 struct UpConvImpl : nn::ConvTranspose2dImpl {
   // Square kernel, stride and padding, no bias, no dilation, groups or output padding: all the
   // DCGAN generators need. The stride and padding are kept here rather than read back from the
@@ -116,10 +118,15 @@ struct UpConvImpl : nn::ConvTranspose2dImpl {
         padding_(padding) {}
 
   torch::Tensor forward(const torch::Tensor& x, const c10::optional<at::IntArrayRef>& output_size = c10::nullopt) {
-    const bool onednn = !output_size && x.is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kFloat32 &&
-                        weight.scalar_type() == torch::kFloat32 && !autocast_enabled(c10::kCPU) &&
+    const bool onednn = !output_size && x.is_cpu() && x.dim() == 4 && weight.scalar_type() == torch::kFloat32 &&
                         options.out_channels() >= 16;
     if (!onednn) return nn::ConvTranspose2dImpl::forward(x, output_size);
+    if (autocast_enabled(c10::kCPU)) {
+      // bf16 autocast: the layer in bf16 as autocast would run it, but through oneDNN's bf16
+      // kernels; the casts are autograd's, so the fp32 weight gets its gradient in fp32.
+      return OneDnnTransposedConv::apply(x.to(torch::kBFloat16), weight.to(torch::kBFloat16), stride_, padding_);
+    }
+    if (x.scalar_type() != torch::kFloat32) return nn::ConvTranspose2dImpl::forward(x, output_size);
     return OneDnnTransposedConv::apply(x, weight, stride_, padding_);
   }
 
