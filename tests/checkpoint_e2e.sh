@@ -42,16 +42,16 @@ PY
 # ---- bit-exact resume: A runs 20 steps; B is killed after its step-10 checkpoint, then resumes --
 # The DCGAN's run also warms up and decays its learning rates (optim.schedule), which a resume
 # must pick up at the step it reached: both logs hold the schedule's rates at every logged step.
-schedule_dcgan=(--set optim.schedule=cosine --set optim.warmup_steps=4 --set optim.decay_start=0.25)
+schedule_dcgan=(--set optim.schedule=cosine --set optim.warmup_steps=8 --set optim.decay_start=0.25)
 schedule_mlp=()
 # lr_as_scheduled LOG: lr_g and lr_d at logged step s are the config's 8e-4 x the cosine factor
-# of step s - 1 (warm-up 4 steps, decay from step 5 of 20 to 0), to 1e-12 relative.
+# of step s - 1 (warm-up over 8 steps, then the decay from step 8 of 20 toward 0; the logged steps
+# 5, 10, 15 and 20 fall in the warm-up and the decay), to 1e-12 relative.
 lr_as_scheduled() {
   python3 - "$1" <<'PY'
 import json, math, sys
 def factor(s):
-    warm = (s + 1) / 4 if s < 4 else 1.0
-    return warm if s < 5 else warm * 0.5 * (1 + math.cos(math.pi * (s - 5) / 15))
+    return (s + 1) / 8 if s < 8 else 0.5 * (1 + math.cos(math.pi * (s - 8) / 12))
 bad = [(j["step"], k, j[k]) for j in map(json.loads, open(sys.argv[1])) for k in ("lr_g", "lr_d")
        if abs(j[k] - 8e-4 * factor(j["step"] - 1)) > 1e-12 * 8e-4]
 if bad: print("  off schedule:", bad)

@@ -109,6 +109,12 @@ TEST(Config, OutOfRangeNamesKeyAndLine) {
       << error_of(k);
   const auto l = write_yaml("range7.yaml", "optim:\n  final_lr_ratio: 1.5\n");
   EXPECT_NE(error_of(l).find(l + ":2: optim.final_lr_ratio: must be in [0, 1]"), std::string::npos) << error_of(l);
+  const auto m = write_yaml("range8.yaml", "optim:\n  decay_start: 0.5\n");  // schedule: constant
+  EXPECT_NE(error_of(m).find(m + ":2: optim.decay_start: shapes the decay, and optim.schedule is constant"),
+            std::string::npos) << error_of(m);
+  const auto n = write_yaml("range9.yaml", "train:\n  steps: 10\noptim:\n  warmup_steps: 10\n");
+  EXPECT_NE(error_of(n).find(n + ":4: optim.warmup_steps: 10 steps of warm-up leave none of the 10"), std::string::npos)
+      << error_of(n);
 }
 
 TEST(Config, SetOverridesAndItsErrors) {

@@ -568,7 +568,8 @@ TEST(GeneratorAverage, MovesTowardGAndTravelsWithTheCheckpoint) {
 }
 
 // optim.schedule's factor at exact points: warm-up (step + 1) / warmup_steps, then full until
-// decay_start x steps, then linear or cosine down toward final_lr_ratio at train.steps.
+// decay_start x steps (and not before the warm-up ends), then linear or cosine toward
+// final_lr_ratio at train.steps.
 TEST(LearningRateSchedule, FactorFollowsWarmUpAndDecay) {
   OptimConfig o;
   EXPECT_EQ(lr_factor(o, 0, 100), 1);  // constant by default
@@ -587,20 +588,28 @@ TEST(LearningRateSchedule, FactorFollowsWarmUpAndDecay) {
   EXPECT_NEAR(lr_factor(o, 99, 100), 0.02, 1e-15);
   o.final_lr_ratio = 0.1;
   EXPECT_DOUBLE_EQ(lr_factor(o, 75, 100), 0.55);
-  EXPECT_DOUBLE_EQ(lr_factor(o, 100, 100), 0.1);  // past the end (a resume with fewer steps) stays there
+  o.decay_start = 0.29;  // 0.29 x 100 is 28.999999999999996 in doubles: the decay starts at step 29
+  EXPECT_EQ(lr_factor(o, 29, 100), 1);
+  EXPECT_LT(lr_factor(o, 30, 100), 1);
   o.schedule = "cosine";
   o.final_lr_ratio = 0;
   o.decay_start = 0;
   EXPECT_EQ(lr_factor(o, 0, 100), 1);
   EXPECT_DOUBLE_EQ(lr_factor(o, 50, 100), 0.5);
   EXPECT_DOUBLE_EQ(lr_factor(o, 25, 100), 0.5 * (1 + std::cos(M_PI / 4)));
-  o.warmup_steps = 10;  // warm-up and decay multiply
-  EXPECT_DOUBLE_EQ(lr_factor(o, 4, 100), 0.5 * 0.5 * (1 + std::cos(M_PI * 0.04)));
+  o.warmup_steps = 10;  // the warm-up first, then the decay over steps 10..100
+  EXPECT_EQ(lr_factor(o, 4, 100), 0.5);
+  EXPECT_EQ(lr_factor(o, 9, 100), 1);
+  EXPECT_EQ(lr_factor(o, 10, 100), 1);
+  EXPECT_DOUBLE_EQ(lr_factor(o, 55, 100), 0.5);
 }
 
 // set_lr_factor scales both optimizers' rates, and so each Adam update: from the same weights and
 // inputs, a D update and (separately) a G update at half the rate move each weight half as far as
-// at the full rate (Adam's first step is lr x g / (|g| + eps)), and at rate 0 not at all.
+// at the full rate, and at rate 0 not at all. Each is the network's second update, after one at
+// rate 0 that leaves the weights as they were but gives Adam its moments, so that it goes through
+// gantry's fused Adam step (LibTorch's takes a parameter's first step) with the same moments at
+// every rate.
 TEST(LearningRateSchedule, GanStepScalesBothOptimizersUpdates) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
   Config c = gantry::testing::small_dcgan_config("non-saturating");
@@ -612,14 +621,18 @@ TEST(LearningRateSchedule, GanStepScalesBothOptimizersUpdates) {
   std::vector<torch::Tensor> moved[3];  // D's then G's weight changes at factors 1, 0.5, 0
   const double factors[3] = {1, 0.5, 0};
   for (int i = 0; i < 3; ++i) {
-    for (const bool d : {true, false}) {  // one update each, from the same seeded weights
+    for (const bool d : {true, false}) {  // from the same seeded weights each time
       GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+      const torch::nn::Module& net = d ? *step.models().d : *step.models().g;
+      auto update = [&] { return d ? step.d_update(real, z, mix) : step.g_update(z); };
+      step.set_lr_factor(0);
+      const auto before = snapshot(net);
+      ASSERT_TRUE(update());
+      ASSERT_FALSE(changed(net, before)) << "an update at rate 0";
       step.set_lr_factor(factors[i]);
       EXPECT_DOUBLE_EQ(learning_rate(step.g_optimizer()), 1e-3 * factors[i]);
       EXPECT_DOUBLE_EQ(learning_rate(step.d_optimizer()), 4e-3 * factors[i]);
-      const torch::nn::Module& net = d ? *step.models().d : *step.models().g;
-      const auto before = snapshot(net);
-      ASSERT_TRUE(d ? step.d_update(real, z, mix) : step.g_update(z));
+      ASSERT_TRUE(update());
       const auto after = snapshot(net);
       for (size_t k = 0; k < before.size(); ++k) moved[i].push_back(after[k] - before[k]);
     }

@@ -147,8 +147,8 @@ TEST(Models, SameSeedSameInitialisation) {
 // gradients (input and weight) as LibTorch's ConvTranspose2d kernel, within float rounding, for
 // every layer of both DCGAN generators. The layers with 16 or more output channels take that path
 // (their autograd node says so); the last layer (1 or 3 channels) keeps LibTorch's. Under bf16
-// autocast the oneDNN layers run in bf16: their outputs are bf16, the weight's gradient is fp32,
-// and all three stay within bf16's rounding (2^-8 relative per operand; tolerance 3 % of the
+// autocast the oneDNN layers run in bf16: their outputs are bf16, and the outputs and both
+// gradients stay within bf16's rounding (2^-8 relative per operand; tolerance 3 % of the
 // largest value) of LibTorch's fp32 results.
 TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
   Config c;
@@ -180,7 +180,6 @@ TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
         const torch::Tensor g = torch::randn_like(reference);
         const auto a = torch::autograd::grad({fast}, {x, layer->weight}, {g.to(fast.scalar_type())});
         const auto b = torch::autograd::grad({reference}, {x, layer->weight}, {g});
-        EXPECT_EQ(a[1].scalar_type(), torch::kFloat32);
         auto close = [&](const torch::Tensor& actual, const torch::Tensor& expected, double rtol, double atol) {
           const torch::Tensor e = expected.to(torch::kFloat32), d = actual.to(torch::kFloat32) - e;
           if (bf16) return (d.abs().max() <= 0.03 * e.abs().max()).item<bool>();

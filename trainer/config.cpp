@@ -367,6 +367,16 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
   if (config.train.loss == "wgan-gp" && config.model.dcgan.d_norm == "batch")
     throw ConfigError("config error: " + config.where("model.dcgan.d_norm") + ": model.dcgan.d_norm: batch " +
                       "couples a batch's samples, and wgan-gp's penalty is per sample; use spectral, none or auto");
+  if (config.optim.schedule == "constant")
+    for (const auto& [key, value] : {std::pair{"optim.decay_start", config.optim.decay_start},
+                                     std::pair{"optim.final_lr_ratio", config.optim.final_lr_ratio}})
+      if (value != 0)
+        throw ConfigError("config error: " + config.where(key) + ": " + key + ": shapes the decay, and " +
+                          "optim.schedule is constant; set optim.schedule to linear or cosine");
+  if (config.optim.warmup_steps >= config.train.steps && config.optim.warmup_steps > 0)
+    throw ConfigError("config error: " + config.where("optim.warmup_steps") + ": optim.warmup_steps: " +
+                      std::to_string(config.optim.warmup_steps) + " steps of warm-up leave none of the " +
+                      std::to_string(config.train.steps) + " train.steps at the full learning rate");
   if (config.eval.frechet_every > 0 && config.data.name != "mnist" && config.data.name != "fashion-mnist" &&
       config.data.name != "cifar10")
     throw ConfigError("config error: " + config.where("eval.frechet_every") + ": eval.frechet_every: the Fréchet " +

@@ -135,12 +135,12 @@ struct OptimConfig {
   AdamConfig g;
   AdamConfig d;
   // Both learning rates over the run (trainer/lr_schedule.h): lr x a factor that warms up
-  // linearly over warmup_steps, then from decay_start x train.steps on falls (linear | cosine) to
-  // final_lr_ratio at train.steps; constant: no decay.
+  // linearly over warmup_steps, then from decay_start x train.steps on (not before the warm-up
+  // ends) falls (linear | cosine) toward final_lr_ratio at train.steps; constant: no decay.
   std::string schedule = "constant";
   int64_t warmup_steps = 0;
   double decay_start = 0;     // fraction of train.steps
-  double final_lr_ratio = 0;  // the factor reached at train.steps
+  double final_lr_ratio = 0;  // the factor the decay approaches at train.steps
 };
 
 struct Config {

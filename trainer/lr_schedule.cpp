@@ -7,17 +7,16 @@
 namespace gantry {
 
 double lr_factor(const OptimConfig& optim, int64_t step, int64_t steps) {
-  const double warm = step < optim.warmup_steps
-                          ? static_cast<double>(step + 1) / static_cast<double>(optim.warmup_steps)
-                          : 1.0;
-  if (optim.schedule == "constant") return warm;
-  // Decay over [start, steps): full learning rate at `start`, approaching final_lr_ratio.
-  const int64_t start = static_cast<int64_t>(std::floor(optim.decay_start * static_cast<double>(steps)));
-  if (step < start || steps <= start) return warm;
+  if (step < optim.warmup_steps) return static_cast<double>(step + 1) / static_cast<double>(optim.warmup_steps);
+  if (optim.schedule == "constant") return 1.0;
+  // The decay runs over [start, steps): the full rate at `start`, approaching final_lr_ratio.
+  // (The 1e-9 keeps 0.29 x 100 from rounding down to step 28.)
+  const int64_t start = std::max(optim.warmup_steps,
+                                 static_cast<int64_t>(std::floor(optim.decay_start * static_cast<double>(steps) + 1e-9)));
+  if (step < start || steps <= start) return 1.0;
   const double progress = std::min(1.0, static_cast<double>(step - start) / static_cast<double>(steps - start));
-  const double floor = optim.final_lr_ratio;
   const double shape = optim.schedule == "linear" ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
-  return warm * (floor + (1.0 - floor) * shape);
+  return optim.final_lr_ratio + (1.0 - optim.final_lr_ratio) * shape;
 }
 
 }  // namespace gantry

@@ -1,8 +1,9 @@
 // Implements: the learning-rate schedule (optim.schedule), one factor that scales both optimizers'
 // learning rates at each step: a linear warm-up over optim.warmup_steps (as Goyal et al. 2017
-// ramp large-batch SGD), then, from the fraction optim.decay_start of train.steps on, a linear or
-// cosine (Loshchilov & Hutter 2017) decay down to optim.final_lr_ratio at train.steps. The factor
-// depends only on the step, so a resumed run, at any world size, follows the same schedule.
+// ramp large-batch SGD), then, from the fraction optim.decay_start of train.steps on (and not
+// before the warm-up ends), a linear or cosine (Loshchilov & Hutter 2017) decay toward
+// optim.final_lr_ratio at train.steps. The factor depends only on the step and train.steps, so a
+// resumed run with the same train.steps, at any world size, follows the same schedule.
 #pragma once
 
 #include <cstdint>

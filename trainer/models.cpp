@@ -122,8 +122,9 @@ struct UpConvImpl : nn::ConvTranspose2dImpl {
                         options.out_channels() >= 16;
     if (!onednn) return nn::ConvTranspose2dImpl::forward(x, output_size);
     if (autocast_enabled(c10::kCPU)) {
-      // bf16 autocast: the layer in bf16 as autocast would run it, but through oneDNN's bf16
-      // kernels; the casts are autograd's, so the fp32 weight gets its gradient in fp32.
+      // bf16 autocast (gantry's only autocast dtype): the layer in bf16, as autocast runs D's
+      // convolutions, through oneDNN's bf16 kernels where the CPU has them (AVX-512). The casts
+      // are autograd's: the weight's gradient is computed in bf16 and accumulates in fp32.
       return OneDnnTransposedConv::apply(x.to(torch::kBFloat16), weight.to(torch::kBFloat16), stride_, padding_);
     }
     if (x.scalar_type() != torch::kFloat32) return nn::ConvTranspose2dImpl::forward(x, output_size);
