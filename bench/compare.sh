@@ -42,14 +42,16 @@ for i in $(seq "$repeats"); do
     for batch in 64 256; do
       for threads in $thread_counts; do
         steps=$(steps_for $arch $batch)
-        # The same step as bench/pytorch_reference.py's: no dropout in the MLP's D and no moving
-        # average of G, which the configs add.
-        config=configs/fashion-mnist-dcgan.yaml; [ $arch = mlp ] && config="configs/mnist-mlp.yaml --set model.mlp.d_dropout=0"
-        config="$config --set train.g_ema_kimg=0"
+        # The same step as bench/pytorch_reference.py's: its MLP widths (the defaults; the config
+        # has the paper's wider ones), no dropout in the MLP's D and no moving average of G, which
+        # the configs add.
+        config=(--config configs/fashion-mnist-dcgan.yaml --set train.g_ema_kimg=0)
+        [ $arch = mlp ] && config=(--config configs/mnist-mlp.yaml --set train.g_ema_kimg=0 --set model.mlp.d_dropout=0
+                                   --set "model.mlp.g_hidden=[256,512]" --set "model.mlp.d_hidden=[512,256,128]")
         dir="$work/$arch-$batch-$threads-$i"
         log_every=$steps warmup=0
         if [ "$device" = cuda ]; then log_every=$((steps / 2)) warmup=$((steps / 2)); fi
-        "$build/gantry" train --config $config --set data.name=fashion-mnist --set data.path="$data" --set run.dir="$dir" \
+        "$build/gantry" train "${config[@]}" --set data.name=fashion-mnist --set data.path="$data" --set run.dir="$dir" \
           --set train.steps=$steps --set train.batch_size=$batch --set train.threads=$threads \
           --set train.log_every=$log_every --set train.sample_every=0 --set train.consistency_every=0 \
           --set train.device=$device --set train.precision=$precision \

@@ -23,7 +23,7 @@ for n in "${sizes[@]}"; do
   file_bytes=$(stat -c %s "$dir/train-images-idx3-ubyte")
   start=$(date +%s.%N)
   /usr/bin/time -f "%M" -o "$work/rss-$n" "$gantry" train --config configs/mnist-mlp.yaml \
-    --set data.path="$dir" --set run.dir="$work/run-$n" --set train.steps="$steps" \
+    --set "model.mlp.g_hidden=[256,512]" --set "model.mlp.d_hidden=[512,256,128]" --set data.path="$dir" --set run.dir="$work/run-$n" --set train.steps="$steps" \
     --set train.log_every=100 --set train.sample_every=0 --set checkpoint.every=0 > "$work/log-$n" 2>&1 ||
     { cat "$work/log-$n"; exit 1; }
   end=$(date +%s.%N)
