@@ -42,8 +42,6 @@ PY
 # ---- bit-exact resume: A runs 20 steps; B is killed after its step-10 checkpoint, then resumes --
 # The DCGAN's run also warms up and decays its learning rates (optim.schedule), which a resume
 # must pick up at the step it reached: both logs hold the schedule's rates at every logged step.
-schedule_dcgan=(--set optim.schedule=cosine --set optim.warmup_steps=8 --set optim.decay_start=0.25)
-schedule_mlp=()
 # lr_as_scheduled LOG: lr_g and lr_d at logged step s are the config's 8e-4 x the cosine factor
 # of step s - 1 (warm-up over 8 steps, then the decay from step 8 of 20 toward 0; the logged steps
 # 5, 10, 15 and 20 fall in the warm-up and the decay), to 1e-12 relative.
@@ -59,12 +57,13 @@ sys.exit(1 if bad else 0)
 PY
 }
 for arch in mlp dcgan; do
-  schedule="schedule_$arch[@]"
-  run 2 "$work/$arch-A" --set model.arch=$arch --set train.steps=20 "${!schedule}" > "$work/$arch-A.out" 2>&1
+  schedule=()
+  [ $arch = dcgan ] && schedule=(--set optim.schedule=cosine --set optim.warmup_steps=8 --set optim.decay_start=0.25)
+  run 2 "$work/$arch-A" --set model.arch=$arch --set train.steps=20 "${schedule[@]}" > "$work/$arch-A.out" 2>&1
   GANTRY_CHECKPOINT_FAULT=after_commit:1 run 2 "$work/$arch-B" --set model.arch=$arch --set train.steps=20 \
-    "${!schedule}" > "$work/$arch-B1.out" 2>&1
+    "${schedule[@]}" > "$work/$arch-B1.out" 2>&1
   killed=$?
-  run 2 "$work/$arch-B" --set model.arch=$arch --set train.steps=20 "${!schedule}" --resume auto \
+  run 2 "$work/$arch-B" --set model.arch=$arch --set train.steps=20 "${schedule[@]}" --resume auto \
     > "$work/$arch-B2.out" 2>&1
   check "$arch: the first half of B was killed (exit $killed)" [ $killed -ne 0 ]
   check "$arch: B resumed from step 10" grep -q "resumed from .*step-00000010 (step 10" "$work/$arch-B2.out"

@@ -134,7 +134,8 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
       augment_(parse_augment(config.train.augment)),
       device_(models_.g->parameters().front().device()),
       bf16_(config.train.precision == "bf16"),
-      optim_(config.optim),
+      g_lr_(config.optim.g.lr),
+      d_lr_(config.optim.d.lr),
       comm_(comm) {
   g_opt_ = make_adam(*models_.g, config.optim.g);
   d_opt_ = make_adam(*models_.d, config.optim.d);
@@ -155,7 +156,7 @@ GanStep::GanStep(GanModels models, const Config& config, comm::Communicator& com
 }
 
 void GanStep::set_lr_factor(double factor) {
-  for (auto [opt, lr] : {std::pair{g_opt_.get(), optim_.g.lr}, std::pair{d_opt_.get(), optim_.d.lr}})
+  for (auto [opt, lr] : {std::pair{g_opt_.get(), g_lr_}, std::pair{d_opt_.get(), d_lr_}})
     for (auto& group : opt->param_groups())
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr * factor);
 }

@@ -150,7 +150,7 @@ class GanStep {
   AugmentPolicy augment_;  // train.augment
   torch::Device device_;  // where the models live; inputs arrive on the host or there
   bool bf16_;             // train.precision: bf16 autocast around the forward passes
-  OptimConfig optim_;     // the learning rates that set_lr_factor scales
+  double g_lr_, d_lr_;    // optim.g.lr and optim.d.lr, which set_lr_factor scales
   comm::Communicator& comm_;
   std::unique_ptr<torch::optim::Adam> g_opt_, d_opt_;
   std::unique_ptr<comm::GradientReducer> g_reducer_, d_reducer_;
