@@ -164,6 +164,11 @@ TEST(Config, CrossKeyChecks) {
             std::string::npos) << error_of(l);
   const auto p = write_yaml("dropout.yaml", "model:\n  mlp:\n    d_dropout: 1\n");
   EXPECT_NE(error_of(p).find(p + ":3: model.mlp.d_dropout: must be in [0, 1), got 1"), std::string::npos) << error_of(p);
+  const auto mo = write_yaml("maxout.yaml", "model:\n  mlp:\n    d_input_dropout: 0.2\n    d_maxout: 0\n");
+  EXPECT_NE(error_of(mo).find(mo + ":4: model.mlp.d_maxout: must be 1..64, got 0"), std::string::npos) << error_of(mo);
+  const auto ip = write_yaml("input-dropout.yaml", "model:\n  mlp:\n    d_input_dropout: -0.1\n");
+  EXPECT_NE(error_of(ip).find(ip + ":3: model.mlp.d_input_dropout: must be in [0, 1), got -0.1"), std::string::npos)
+      << error_of(ip);
   const auto s = write_yaml("dnorm-ok.yaml", "train:\n  loss: wgan-gp\nmodel:\n  dcgan:\n    d_norm: spectral\n");
   EXPECT_EQ(load_config(s, {}).model.dcgan.d_norm, "spectral");
 }

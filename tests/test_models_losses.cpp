@@ -234,6 +234,62 @@ TEST(Models, MlpDiscriminatorDropsTheUnitsItsDrawsSay) {
   EXPECT_EQ(make_models(c, {1, 3, 3}).d_draws, 0);
 }
 
+// model.mlp.d_maxout and d_input_dropout: hidden unit j of a k-piece layer is the largest of its
+// Linear's outputs j*k .. j*k + k - 1; the input's draws come first, then each hidden layer's; all
+// computed by hand here. The maxout gradient reaches only each unit's winning piece.
+TEST(Models, MlpDiscriminatorMaxoutUnitsAndInputDropout) {
+  Config c;
+  c.model.arch = "mlp";
+  c.model.mlp.d_hidden = {4, 3};
+  c.model.mlp.d_maxout = 3;
+  c.model.mlp.d_dropout = 0.5;
+  c.model.mlp.d_input_dropout = 0.2;
+  GanModels m = make_models(c, {1, 2, 3});
+  EXPECT_EQ(m.d_draws, 6 + 4 + 3);
+  auto* d = m.d->as<MlpDiscriminatorImpl>();
+  ASSERT_NE(d, nullptr);
+  auto linear = [&](int i) { return d->net[i]->as<torch::nn::Linear>(); };
+  EXPECT_EQ(linear(0)->weight.sizes(), (std::vector<int64_t>{12, 6}));
+  EXPECT_EQ(linear(2)->weight.sizes(), (std::vector<int64_t>{9, 4}));
+  EXPECT_EQ(linear(4)->weight.sizes(), (std::vector<int64_t>{1, 3}));
+  const torch::Tensor x = torch::randn({5, 1, 2, 3});
+  const torch::Tensor u = torch::rand({5, 13});
+  auto by_hand = [&](bool dropping) {
+    auto scaled_keep = [&](int64_t from, int64_t n, double q) {
+      return (u.slice(1, from, from + n) >= q).to(torch::kFloat32) / (1 - q);
+    };
+    torch::Tensor h = x.flatten(1);
+    if (dropping) h = h * scaled_keep(0, 6, 0.2);
+    int64_t column = 6;
+    for (int l = 0; l < 2; ++l) {
+      const torch::Tensor pieces = torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t());
+      std::vector<torch::Tensor> units;
+      for (int64_t j = 0; j < pieces.size(1) / 3; ++j)
+        units.push_back(torch::max(torch::max(pieces.select(1, 3 * j), pieces.select(1, 3 * j + 1)),
+                                   pieces.select(1, 3 * j + 2)));
+      h = torch::stack(units, 1);
+      if (dropping) h = h * scaled_keep(column, h.size(1), 0.5);
+      column += h.size(1);
+    }
+    return torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
+  };
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor trained = m.discriminate_drawn(x, u);
+    EXPECT_TRUE(torch::allclose(trained, by_hand(true), 1e-5, 1e-6)) << trained << by_hand(true);
+    EXPECT_FALSE(torch::allclose(trained, by_hand(false), 1e-3, 1e-3)) << "some input or unit was dropped";
+    m.d->eval();
+    EXPECT_TRUE(torch::allclose(m.discriminate_drawn(x, u), by_hand(false), 1e-5, 1e-6));
+  }
+  // Each unit of the first layer passes gradient to exactly one of its pieces' weight rows, per sample.
+  m.d->zero_grad();
+  m.discriminate(x.slice(0, 0, 1)).sum().backward();
+  const torch::Tensor rows_touched = linear(0)->weight.grad().abs().sum(1).gt(0).view({4, 3}).sum(1);
+  EXPECT_TRUE(torch::equal(rows_touched, torch::ones({4}, torch::kLong))) << rows_touched;
+  c.model.mlp.d_dropout = 0;
+  EXPECT_EQ(make_models(c, {1, 2, 3}).d_draws, 6);
+}
+
 // model.dcgan.d_norm: spectral. One power iteration per training forward pass, exactly as written
 // (v = W^T u / |W^T u|, u = W v / |W v|); after many passes sigma is W's largest singular value, so
 // the layer convolves with a weight of spectral norm 1; in eval mode u and v stay; and the

@@ -129,6 +129,14 @@ Check<std::string> one_of(std::vector<std::string> allowed) {
   };
 }
 
+Check<double> probability_below_one() {
+  return [](const double& v) {
+    std::ostringstream s;
+    if (!(v >= 0 && v < 1)) s << "must be in [0, 1), got " << v;
+    return s.str();
+  };
+}
+
 Check<std::vector<int64_t>> positive_widths() {
   return [](const std::vector<int64_t>& v) {
     if (v.empty()) return std::string("must list at least one layer width");
@@ -161,12 +169,10 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("model.z_dim", model.z_dim, at_least<int64_t>(1)),
       GANTRY_FIELD("model.mlp.g_hidden", model.mlp.g_hidden, positive_widths()),
       GANTRY_FIELD("model.mlp.d_hidden", model.mlp.d_hidden, positive_widths()),
-      GANTRY_FIELD("model.mlp.d_dropout", model.mlp.d_dropout,
-                   [](const double& v) {
-                     std::ostringstream s;
-                     if (!(v >= 0 && v < 1)) s << "must be in [0, 1), got " << v;
-                     return s.str();
-                   }),
+      GANTRY_FIELD("model.mlp.d_dropout", model.mlp.d_dropout, probability_below_one()),
+      GANTRY_FIELD("model.mlp.d_input_dropout", model.mlp.d_input_dropout, probability_below_one()),
+      GANTRY_FIELD("model.mlp.d_maxout", model.mlp.d_maxout,
+                   [](const int64_t& v) { return v < 1 || v > 64 ? "must be 1..64, got " + std::to_string(v) : ""; }),
       GANTRY_FIELD("model.dcgan.g_width", model.dcgan.g_width, at_least<int64_t>(1)),
       GANTRY_FIELD("model.dcgan.d_width", model.dcgan.d_width, at_least<int64_t>(1)),
       GANTRY_FIELD("model.dcgan.d_norm", model.dcgan.d_norm, one_of({"auto", "batch", "spectral", "none"})),

@@ -44,7 +44,10 @@ struct DataConfig {
 struct MlpConfig {
   std::vector<int64_t> g_hidden{256, 512};
   std::vector<int64_t> d_hidden{512, 256, 128};
-  double d_dropout = 0;  // dropout probability on D's hidden units in training (Goodfellow et al.: 0.5)
+  double d_dropout = 0;        // dropout probability on D's hidden units in training (Goodfellow et al.: 0.5)
+  double d_input_dropout = 0;  // dropout probability on D's input pixels in training (Goodfellow et al.: 0.2)
+  int64_t d_maxout = 1;        // pieces per hidden unit of D: 1 = LeakyReLU units, k > 1 = maxout units
+                               // (Goodfellow et al.: 240 units of 5 pieces per layer)
 };
 
 struct DcganConfig {

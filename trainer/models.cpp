@@ -32,13 +32,19 @@ torch::Tensor MlpGeneratorImpl::forward(const torch::Tensor& z) {
 }
 
 MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const std::vector<int64_t>& hidden_widths,
-                                           double dropout)
-    : hidden(hidden_widths), p(dropout) {
+                                           double dropout, int64_t maxout, double input_dropout)
+    : hidden(hidden_widths), p(dropout), pieces(maxout), p_input(input_dropout), inputs(in_shape.numel()) {
+  TORCH_CHECK(pieces >= 1, "maxout units need at least one piece, got ", pieces);
   nn::Sequential seq;
-  int64_t in = in_shape.numel();
+  int64_t in = inputs;
   for (int64_t width : hidden) {
-    seq->push_back(nn::Linear(in, width));
-    seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)));
+    seq->push_back(nn::Linear(in, width * pieces));
+    if (pieces == 1) {
+      seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)));
+    } else {
+      const int64_t k = pieces;
+      seq->push_back(nn::Functional([k](const torch::Tensor& h) { return std::get<0>(h.view({h.size(0), -1, k}).max(2)); }));
+    }
     in = width;
   }
   seq->push_back(nn::Linear(in, 1));
@@ -46,25 +52,28 @@ MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const
 }
 
 int64_t MlpDiscriminatorImpl::dropout_columns() const {
-  return p > 0 ? std::accumulate(hidden.begin(), hidden.end(), int64_t{0}) : 0;
+  return (p_input > 0 ? inputs : 0) + (p > 0 ? std::accumulate(hidden.begin(), hidden.end(), int64_t{0}) : 0);
 }
 
 torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x, const torch::Tensor& u) {
-  const bool drop = p > 0 && is_training();
-  if (drop && u.defined())
+  const bool training = is_training();
+  if (training && dropout_columns() > 0 && u.defined())
     TORCH_CHECK(u.dim() == 2 && u.size(0) == x.size(0) && u.size(1) == dropout_columns(),
                 "D's dropout draws must be [", x.size(0), ", ", dropout_columns(), "], got ", u.sizes());
-  torch::Tensor h = x.flatten(1);
   int64_t column = 0;
-  for (size_t l = 0; l < hidden.size(); ++l) {  // net: (Linear, LeakyReLU) per hidden layer, then Linear
-    h = net[2 * l + 1]->as<nn::LeakyReLU>()->forward(net[2 * l]->as<nn::Linear>()->forward(h));
-    if (drop && u.defined()) {
-      const torch::Tensor keep = u.slice(1, column, column + hidden[l]).to(h.device()).ge(p);
-      h = h * (keep.to(h.scalar_type()) * static_cast<float>(1 / (1 - p)));
-    } else if (drop) {
-      h = torch::dropout(h, p, /*train=*/true);
-    }
-    column += hidden[l];
+  // Drops h's units with probability q, by the next h.size(1) columns of u when it is given.
+  auto drop = [&](const torch::Tensor& h, double q) {
+    if (q == 0 || !training) return h;
+    if (!u.defined()) return torch::dropout(h, q, /*train=*/true);
+    const torch::Tensor keep = u.slice(1, column, column + h.size(1)).to(h.device()).ge(q);
+    column += h.size(1);
+    return h * (keep.to(h.scalar_type()) * static_cast<float>(1 / (1 - q)));
+  };
+  torch::Tensor h = drop(x.flatten(1), p_input);
+  for (size_t l = 0; l < hidden.size(); ++l) {  // net: (Linear, activation) per hidden layer, then Linear
+    h = net[2 * l]->as<nn::Linear>()->forward(h);
+    h = pieces == 1 ? net[2 * l + 1]->as<nn::LeakyReLU>()->forward(h) : net[2 * l + 1]->as<nn::Functional>()->forward(h);
+    h = drop(h, p);
   }
   return net[2 * hidden.size()]->as<nn::Linear>()->forward(h).view({-1});
 }
@@ -276,7 +285,7 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
       return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
     };
     std::tie(m.g, m.generate) = new_generator();
-    MlpDiscriminator d(shape, mc.mlp.d_hidden, mc.mlp.d_dropout);
+    MlpDiscriminator d(shape, mc.mlp.d_hidden, mc.mlp.d_dropout, mc.mlp.d_maxout, mc.mlp.d_input_dropout);
     m.d = d.ptr();
     m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
     m.discriminate_drawn = [d](const torch::Tensor& x, const torch::Tensor& u) mutable { return d->forward(x, u); };

@@ -1,5 +1,6 @@
 // Implements: the generator and discriminator architectures. `mlp` is the classic MLP GAN
-// (G: z -> 256 -> 512 -> out, tanh for images; D: in -> 512 -> 256 -> 128 -> 1); `dcgan` follows
+// (G: z -> 256 -> 512 -> out, tanh for images; D: in -> 512 -> 256 -> 128 -> 1 by default, with
+// LeakyReLU or maxout units); `dcgan` follows
 // Radford et al. for 28x28x1 and 32x32x3 with BatchNorm, or with spectral normalisation in D
 // (Miyato et al. 2018). D always returns logits.
 #pragma once
@@ -20,20 +21,28 @@ struct MlpGeneratorImpl : torch::nn::Module {
 TORCH_MODULE(MlpGenerator);
 
 struct MlpDiscriminatorImpl : torch::nn::Module {
-  // dropout: the probability of dropping each hidden unit in training mode (Goodfellow et al.
-  // 2014 trained their D with dropout; without it the MLP GAN collapses onto a few digits,
-  // docs/RESULTS.md).
-  MlpDiscriminatorImpl(datasets::RecordShape in, const std::vector<int64_t>& hidden, double dropout = 0);
+  // hidden: the units per hidden layer. maxout: pieces per unit; 1 gives LeakyReLU units, k > 1
+  // maxout units (Goodfellow et al. 2013), each the largest of k affine pieces, so hidden layer l
+  // is a Linear of hidden[l] * k outputs whose consecutive runs of k are maxed. dropout: the
+  // probability of dropping each hidden unit in training mode; input_dropout: each input pixel's
+  // (Goodfellow et al. 2014 trained their D with 0.2 and 0.5, on two layers of 240 maxout units of
+  // 5 pieces; without dropout the MLP GAN collapses onto a few digits, docs/RESULTS.md).
+  MlpDiscriminatorImpl(datasets::RecordShape in, const std::vector<int64_t>& hidden, double dropout = 0,
+                       int64_t maxout = 1, double input_dropout = 0);
   // u: [N, dropout_columns()] uniforms in [0, 1), drawn per sample by the caller (keyed per
-  // global sample in training, so the masks are the same at any world size and on resume). In
-  // training mode hidden unit k of layer l is kept for sample n when u[n, offset(l) + k] >= p, and
-  // scaled by 1 / (1 - p). Undefined u in training mode: LibTorch's own dropout. Eval mode, or
-  // p = 0: no dropout.
+  // global sample in training, so the masks are the same at any world size and on resume). The
+  // input pixels' come first (when input_dropout > 0), then each hidden layer's in order (when
+  // dropout > 0). In training mode an input pixel or hidden unit is kept for sample n when its
+  // column of u[n] is >= its layer's probability p, and scaled by 1 / (1 - p). Undefined u in
+  // training mode: LibTorch's own dropout. Eval mode, or both probabilities 0: no dropout.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& u = torch::Tensor());
-  int64_t dropout_columns() const;  // the sum of the hidden widths when p > 0, else 0
-  torch::nn::Sequential net{nullptr};
+  int64_t dropout_columns() const;  // the input's numel when input_dropout > 0, plus the hidden widths' sum when dropout > 0
+  torch::nn::Sequential net{nullptr};  // per hidden layer: Linear, then LeakyReLU or maxout; then Linear to 1
   std::vector<int64_t> hidden;
   double p;
+  int64_t pieces;
+  double p_input;
+  int64_t inputs;
 
  protected:
   FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(torch::Tensor())})
