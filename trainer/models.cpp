@@ -71,8 +71,7 @@ torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x, const torch:
   };
   torch::Tensor h = drop(x.flatten(1), p_input);
   for (size_t l = 0; l < hidden.size(); ++l) {  // net: (Linear, activation) per hidden layer, then Linear
-    h = net[2 * l]->as<nn::Linear>()->forward(h);
-    h = pieces == 1 ? net[2 * l + 1]->as<nn::LeakyReLU>()->forward(h) : net[2 * l + 1]->as<nn::Functional>()->forward(h);
+    h = (net->begin() + static_cast<std::ptrdiff_t>(2 * l + 1))->forward(net[2 * l]->as<nn::Linear>()->forward(h));
     h = drop(h, p);
   }
   return net[2 * hidden.size()]->as<nn::Linear>()->forward(h).view({-1});
