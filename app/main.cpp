@@ -26,6 +26,7 @@ constexpr const char* kUsage =
     "                     [--seed S] [--generator G]\n"
     "       gantry eval --checkpoint CKPT --metric parzen|frechet|fid [--data PATH] [--samples 10000]\n"
     "                   [--seed S] [--inception FILE (fid)] [--generator G]\n"
+    "       (sample and eval also take --threads N: intra-op threads, default every core)\n"
     "\n"
     "  Trains a GAN, data-parallel over every process of the launch (mpirun -np N, srun, or one\n"
     "  process on its own). Keys are dotted, as in the YAML file: --set train.steps=300.\n"
@@ -78,7 +79,8 @@ TrainArgs parse_train_args(int argc, char** argv) {
 }
 
 // `gantry sample` and `gantry eval` flags, into their options.
-void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample, gantry::eval::EvalOptions& eval) {
+void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample, gantry::eval::EvalOptions& eval,
+                     int64_t& threads) {
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -98,6 +100,7 @@ void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample,
     if (a == "--checkpoint") sample.checkpoint = eval.checkpoint = value();
     else if (a == "--seed") sample.seed = eval.seed = static_cast<uint64_t>(number());
     else if (a == "--generator") sample.generator = eval.generator = value();
+    else if (a == "--threads") threads = number();
     else if (a == "--out" && !std::strcmp(argv[1], "sample")) sample.out = value();
     else if (a == "--n" && !std::strcmp(argv[1], "sample")) sample.n = number();
     else if (a == "--interpolate" && !std::strcmp(argv[1], "sample")) sample.interpolate = true;
@@ -110,6 +113,7 @@ void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample,
     else throw UsageError("unknown argument '" + a + "'");
   }
   if (sample.checkpoint.empty()) throw UsageError(std::string(argv[1]) + " needs --checkpoint CKPT");
+  if (threads < 0) throw UsageError("--threads must be 0 (every core) or more, got " + std::to_string(threads));
   if (!std::strcmp(argv[1], "eval") && eval.metric.empty()) throw UsageError("eval needs --metric parzen|frechet|fid");
 }
 
@@ -154,7 +158,10 @@ int main(int argc, char** argv) {
     try {
       gantry::eval::SampleOptions sample;
       gantry::eval::EvalOptions eval;
-      parse_eval_args(argc, argv, sample, eval);
+      int64_t threads = 0;
+      parse_eval_args(argc, argv, sample, eval, threads);
+      // LibTorch may start with one intra-op thread; one process here has the machine to itself.
+      torch::set_num_threads(threads > 0 ? static_cast<int>(threads) : gantry::available_cores());
       if (!std::strcmp(argv[1], "sample")) gantry::eval::run_sample(sample, std::cout);
       else gantry::eval::run_eval(eval, std::cout);
       return 0;

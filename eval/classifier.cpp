@@ -35,6 +35,15 @@ double accuracy(FeatureNet& net, const LabelledImages& data) {
 
 datasets::RecordShape shape_of(const torch::Tensor& images) { return {images.size(1), images.size(2), images.size(3)}; }
 
+// One intra-op thread while it lives; then the caller's count again, also after an exception.
+struct OneThread {
+  const int caller = at::get_num_threads();
+  OneThread() { at::set_num_threads(1); }
+  ~OneThread() { at::set_num_threads(caller); }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+};
+
 }  // namespace
 
 Classifier load_or_train_classifier(const LabelledImages& train, const LabelledImages& test, const std::string& cache_file,
@@ -52,6 +61,10 @@ Classifier load_or_train_classifier(const LabelledImages& train, const LabelledI
   } else {
     log << "gantry: training the feature classifier on " << train.images.size(0) << " labelled records (" << epochs
         << " epochs); it is cached in " << cache_file << "\n";
+    // One intra-op thread, whatever the caller's count: reductions split across threads round
+    // differently, and training amplifies that, so the cached classifier (and every Fréchet
+    // distance measured with it) would depend on --threads or the training run's ranks per node.
+    const OneThread one_thread;
     torch::optim::Adam opt(c.net->parameters(), torch::optim::AdamOptions(1e-3));
     auto gen = at::detail::createCPUGenerator(seed);
     constexpr int64_t kBatch = 128;

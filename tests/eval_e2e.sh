@@ -41,6 +41,14 @@ check "eval parzen: one record in eval.jsonl" \
   python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; assert len(r)==1 and "parzen_ll" in r[0], r' \
   "$run/eval.jsonl"
 
+"$gantry" eval --checkpoint "$run" --metric parzen --samples 1000 --threads 1 > "$work/parzen1.txt" 2>&1
+check "eval parzen --threads 1: the same figures as on every core" \
+  python3 -c 'import json,sys; a,b=[json.loads(l) for l in open(sys.argv[1])]; assert a["sigma"]==b["sigma"] and abs(a["parzen_ll"]-b["parzen_ll"])<1e-6 and abs(a["real_parzen_ll"]-b["real_parzen_ll"])<1e-6, (a,b)' \
+  "$run/eval.jsonl"
+"$gantry" eval --checkpoint "$run" --metric parzen --threads -2 > /dev/null 2> "$work/threads.txt"
+rc=$?
+check "eval --threads -2: a usage error that names the flag" bash -c "[ $rc = 2 ] && grep -q -- '--threads must be' '$work/threads.txt'"
+
 "$gantry" sample --checkpoint "$work/nope" --out "$work/x.png" > /dev/null 2> "$work/missing.txt"
 rc=$?
 check "a missing checkpoint: non-zero exit and one line naming it" \

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "comm/communicator.h"
+#include "eval/classifier.h"
 #include "eval/evaluate.h"
 #include "eval/generator.h"
 #include "eval/metrics.h"
@@ -400,6 +401,30 @@ TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
   EXPECT_NEAR(total, 1.0, 1e-12);
   EXPECT_GE(coverage["kl"].get<double>(), 0.0);
   EXPECT_NE(log.str().find("classes covered: "), std::string::npos) << log.str();
+}
+
+TEST(Classifier, TrainingDoesNotDependOnTheCallersThreadCount) {
+  // Enough images that LibTorch splits the convolutions' reductions across 2 threads, which
+  // round differently from 1; the classifier must come out bit-identical either way.
+  torch::manual_seed(3);
+  const eval::LabelledImages train{torch::rand({2048, 1, 28, 28}) * 2 - 1, torch::randint(10, {2048}, torch::kLong)};
+  const eval::LabelledImages test{torch::rand({64, 1, 28, 28}) * 2 - 1, torch::randint(10, {64}, torch::kLong)};
+  const fs::path dir = fs::temp_directory_path() / "gantry-classifier-threads";
+  fs::remove_all(dir);
+  const int before = at::get_num_threads();
+  std::ostringstream log;
+  std::vector<std::vector<torch::Tensor>> weights;
+  for (const int threads : {2, 1}) {
+    at::set_num_threads(threads);
+    const std::string cache = (dir / ("threads-" + std::to_string(threads) + ".pt")).string();
+    eval::Classifier c = eval::load_or_train_classifier(train, test, cache, /*seed=*/5, /*epochs=*/1, log);
+    EXPECT_EQ(at::get_num_threads(), threads);  // the caller's count, restored
+    weights.push_back(c.net->parameters());
+  }
+  at::set_num_threads(before);
+  ASSERT_EQ(weights[0].size(), weights[1].size());
+  for (size_t i = 0; i < weights[0].size(); ++i) EXPECT_TRUE(torch::equal(weights[0][i], weights[1][i])) << "parameter " << i;
+  fs::remove_all(dir);
 }
 
 TEST(Parzen, TheCommandReportsTheRunsHeldOutRecords) {

@@ -250,12 +250,13 @@ std::string run_label(const fs::path& run_dir) {
 
 }  // namespace
 
-int threads_per_rank(const comm::ProcessInfo& info) {
+int available_cores() {
   cpu_set_t set;
-  int cores = static_cast<int>(std::thread::hardware_concurrency());
-  if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
-  return std::max(1, cores / std::max(1, info.local_size));
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
+
+int threads_per_rank(const comm::ProcessInfo& info) { return std::max(1, available_cores() / std::max(1, info.local_size)); }
 
 void train(const Config& config, comm::Runtime& runtime, const std::string& resume, const QualityProbeFactory& frechet) {
   // ---- init ------------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ class JobError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The cores this process may run on (its CPU affinity set).
+int available_cores();
+
 // Intra-op threads for this rank: the cores this process may use, shared by the ranks on its node.
 int threads_per_rank(const comm::ProcessInfo& info);
 
