@@ -26,7 +26,8 @@ constexpr const char* kUsage =
     "                     [--seed S] [--generator G]\n"
     "       gantry eval --checkpoint CKPT --metric parzen|frechet|fid [--data PATH] [--samples 10000]\n"
     "                   [--seed S] [--inception FILE (fid)] [--generator G]\n"
-    "       (sample and eval also take --threads N: intra-op threads, default every core)\n"
+    "       (sample and eval also take --threads N: intra-op threads, default every core; and\n"
+    "        --truncation PSI: samples G(PSI z), the truncation trick, default 1: none)\n"
     "\n"
     "  Trains a GAN, data-parallel over every process of the launch (mpirun -np N, srun, or one\n"
     "  process on its own). Keys are dotted, as in the YAML file: --set train.steps=300.\n"
@@ -97,10 +98,21 @@ void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample,
       }
       throw UsageError(a + " needs an integer, got '" + v + "'");
     };
+    auto real = [&]() -> double {
+      const std::string v = value();
+      try {
+        size_t used = 0;
+        const double x = std::stod(v, &used);
+        if (used == v.size()) return x;
+      } catch (const std::exception&) {
+      }
+      throw UsageError(a + " needs a number, got '" + v + "'");
+    };
     if (a == "--checkpoint") sample.checkpoint = eval.checkpoint = value();
     else if (a == "--seed") sample.seed = eval.seed = static_cast<uint64_t>(number());
     else if (a == "--generator") sample.generator = eval.generator = value();
     else if (a == "--threads") threads = number();
+    else if (a == "--truncation") sample.truncation = eval.truncation = real();
     else if (a == "--out" && !std::strcmp(argv[1], "sample")) sample.out = value();
     else if (a == "--n" && !std::strcmp(argv[1], "sample")) sample.n = number();
     else if (a == "--interpolate" && !std::strcmp(argv[1], "sample")) sample.interpolate = true;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <sstream>
 
 #include "eval/classifier.h"
 #include "eval/generator.h"
@@ -65,10 +66,26 @@ std::string weights(const TrainedGan& gan) {
   return gan.generator == "ema" ? "G's moving average" : "G's own weights";
 }
 
+void check_truncation(double psi) {
+  if (std::isfinite(psi) && psi >= 0) return;
+  std::ostringstream s;
+  s << "--truncation must be a number >= 0, got " << psi;
+  throw UsageError(s.str());
+}
+
+// ", truncation psi 0.7" when the latents are scaled, else nothing.
+std::string truncation_note(double psi) {
+  if (psi == 1) return "";
+  std::ostringstream s;
+  s << ", truncation psi " << psi;
+  return s.str();
+}
+
 }  // namespace
 
 int64_t run_sample(const SampleOptions& o, std::ostream& out) {
   if (o.out.empty()) throw UsageError("sample needs --out FILE.png");
+  check_truncation(o.truncation);
   TrainedGan gan = load_trained_gan(o.checkpoint, o.generator);
   if (gan.shape.height == 1) throw UsageError("sample draws image grids; " + gan.config.data.name + " has no images");
   const int64_t z_dim = gan.config.model.z_dim;
@@ -85,9 +102,10 @@ int64_t run_sample(const SampleOptions& o, std::ostream& out) {
     rows = (o.n + cols - 1) / cols;
     z = sample_latents(o.seed, o.n, z_dim);
   }
-  write_image_grid(generate(gan, z), rows, cols, o.out);
+  write_image_grid(generate(gan, z * o.truncation), rows, cols, o.out);
   out << "gantry: " << z.size(0) << " samples (" << rows << " x " << cols << (o.interpolate ? ", interpolated" : "")
-      << ") of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan) << ") in " << o.out << "\n";
+      << ") of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan) << truncation_note(o.truncation)
+      << ") in " << o.out << "\n";
   return z.size(0);
 }
 
@@ -101,6 +119,11 @@ std::string fixed(double v, int digits) {
 
 torch::Tensor to_unit(const torch::Tensor& x) { return (x + 1) * 0.5; }  // [-1, 1] -> [0, 1]
 
+// --samples images of G in [-1, 1], from --seed's latents scaled by --truncation.
+torch::Tensor samples_of(TrainedGan& gan, const EvalOptions& o) {
+  return generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim) * o.truncation);
+}
+
 // Parzen: sigma on the first half of the evaluation records, the log-likelihood on the second.
 nlohmann::json parzen(TrainedGan& gan, const EvalData& data, const EvalOptions& o, std::ostream& out) {
   const int64_t n = data.test->size(), half = n / 2;
@@ -109,7 +132,7 @@ nlohmann::json parzen(TrainedGan& gan, const EvalData& data, const EvalOptions& 
   const torch::Tensor test = to_unit(read_records(*data.test, half, n - half));
   const std::vector<double> grid = log_grid(0.02, 2.0, 61);
   const auto t0 = Clock::now();
-  const torch::Tensor samples = to_unit(generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim)));
+  const torch::Tensor samples = to_unit(samples_of(gan, o));
   const ParzenResult g = parzen_evaluate(valid, test, samples, grid);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const int64_t n_real = std::min(o.samples, data.train->size());
@@ -213,10 +236,12 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
   if (o.metric != "parzen" && o.metric != "frechet" && o.metric != "fid")
     throw UsageError("--metric must be parzen, frechet or fid, got '" + o.metric + "'");
   if (o.samples < 2) throw UsageError("--samples must be at least 2");
+  check_truncation(o.truncation);
   if (o.metric == "fid" && o.inception.empty()) throw UsageError("--metric fid needs --inception FILE (TorchScript)");
   TrainedGan gan = load_trained_gan(o.checkpoint, o.generator);
   const EvalData data = open_eval_data(gan.config, o.data);
-  out << "gantry: " << o.metric << " of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan) << "), "
+  out << "gantry: " << o.metric << " of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan)
+      << truncation_note(o.truncation) << "), "
       << data.test->name()
       << ": " << data.train->size() << " training and " << data.test->size() << " evaluation records\n";
   nlohmann::json result;
@@ -227,7 +252,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
     Classifier c = load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin), test,
                                             classifier_cache(data), o.seed, o.classifier_epochs, out);
     out << "feature classifier: " << describe(c) << "\n";
-    const torch::Tensor fake = generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim));
+    const torch::Tensor fake = samples_of(gan, o);
     result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, fake, data, o,
                           "frechet_distance", out);
     result["classifier_accuracy"] = c.test_accuracy;
@@ -249,7 +274,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
       }
       return torch::cat(parts);
     };
-    result = frechet_from(features, generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim)), data, o,
+    result = frechet_from(features, samples_of(gan, o), data, o,
                           "fid", out);
     result["inception"] = o.inception;
   }
@@ -258,6 +283,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
   result["step"] = gan.step;
   result["generator"] = gan.generator;
   result["seed"] = o.seed;
+  result["truncation"] = o.truncation;
   result["time"] = static_cast<int64_t>(std::time(nullptr));
   std::ofstream log(fs::path(gan.run_dir) / "eval.jsonl", std::ios::app);
   log << result.dump() << "\n";

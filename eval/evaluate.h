@@ -26,6 +26,7 @@ struct SampleOptions {
   bool interpolate = false;
   int64_t rows = 8, cols = 10;
   std::string generator = "auto";  // auto | ema | raw (load_trained_gan)
+  double truncation = 1;           // psi: G(psi z), the truncation trick; 1 samples the prior as trained
 };
 
 // Writes the grid; returns the number of images in it.
@@ -40,6 +41,10 @@ struct EvalOptions {
   uint64_t seed = 0;
   int classifier_epochs = 3;
   std::string generator = "auto";  // auto | ema | raw (load_trained_gan)
+  // psi: G's samples are G(psi z), z ~ N(0, I), pulled toward the prior's mean as in BigGAN's and
+  // StyleGAN's truncation trick (fidelity for variety). 1, the default, is G's distribution as
+  // trained, the one that compares with other models' figures.
+  double truncation = 1;
 };
 
 // Prints the result and appends it to <run.dir>/eval.jsonl; returns that JSON line.

@@ -49,6 +49,12 @@ check "eval parzen --threads 1: the same figures as on every core" \
 rc=$?
 check "eval --threads -2: a usage error that names the flag" bash -c "[ $rc = 2 ] && grep -q -- '--threads must be' '$work/threads.txt'"
 
+"$gantry" sample --checkpoint "$run" --out "$work/t.png" --n 16 --seed 7 --truncation 1 > /dev/null 2>&1
+check "sample --truncation 1: the prior as trained, the same bytes as without the flag" cmp -s "$work/a.png" "$work/t.png"
+"$gantry" sample --checkpoint "$run" --out "$work/t.png" --truncation 0.5x > /dev/null 2> "$work/trunc.txt"
+rc=$?
+check "sample --truncation 0.5x: a usage error that names the flag" bash -c "[ $rc = 2 ] && grep -q -- \"--truncation needs a number, got '0.5x'\" '$work/trunc.txt'"
+
 "$gantry" sample --checkpoint "$work/nope" --out "$work/x.png" > /dev/null 2> "$work/missing.txt"
 rc=$?
 check "a missing checkpoint: non-zero exit and one line naming it" \

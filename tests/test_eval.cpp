@@ -14,6 +14,7 @@
 #include "eval/metrics.h"
 #include "fixtures.h"
 #include "trainer/checkpoint.h"
+#include "trainer/images.h"
 
 using namespace gantry;
 namespace fs = std::filesystem;
@@ -401,6 +402,59 @@ TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
   EXPECT_NEAR(total, 1.0, 1e-12);
   EXPECT_GE(coverage["kl"].get<double>(), 0.0);
   EXPECT_NE(log.str().find("classes covered: "), std::string::npos) << log.str();
+}
+
+// --truncation psi: G's samples are G(psi z). At psi 0 every sample is G(0), so the Parzen
+// mixture is one Gaussian at G(0) and the figure is its closed form on the test half.
+TEST(Parzen, TruncationZeroGivesTheDensityOfOneGaussianAtGOfZero) {
+  RunFixture f = make_run("eval-parzen-trunc", {"data.split=test", "data.holdout=40"});
+  write_mnist(f.run_dir, "t10k", 100);
+  eval::EvalOptions o;
+  o.checkpoint = f.checkpoint;
+  o.metric = "parzen";
+  o.samples = 30;
+  o.truncation = 0;
+  std::ostringstream log;
+  const nlohmann::json r = eval::run_eval(o, log);
+  EXPECT_EQ(r["truncation"].get<double>(), 0.0);
+  EXPECT_NE(log.str().find("truncation psi 0"), std::string::npos) << log.str();
+  eval::TrainedGan gan = eval::load_trained_gan(f.checkpoint);
+  const torch::Tensor centre = (eval::generate(gan, torch::zeros({1, 8}))[0] + 1) * 0.5;
+  const eval::EvalData data = eval::open_eval_data(gan.config, "");
+  const torch::Tensor test = (eval::read_records(*data.test, 20, 20) + 1) * 0.5;
+  const double sigma = r["sigma"].get<double>();
+  double mean = 0;
+  for (int64_t i = 0; i < 20; ++i) mean += log_normal(test[i], centre, sigma) / 20;
+  EXPECT_NEAR(r["parzen_ll"].get<double>(), mean, 1e-9 * std::abs(mean));
+  // psi 1 is G's distribution as trained: the figure without the flag.
+  o.truncation = 1;
+  const nlohmann::json untruncated = eval::run_eval(o, log);
+  EXPECT_NE(untruncated["parzen_ll"].get<double>(), r["parzen_ll"].get<double>());
+  o.truncation = -0.5;
+  EXPECT_THROW(eval::run_eval(o, log), eval::UsageError);
+}
+
+TEST(Sample, TruncationScalesTheLatents) {
+  RunFixture f = make_run("eval-sample-trunc");
+  eval::SampleOptions o;
+  o.checkpoint = f.checkpoint;
+  o.n = 4;
+  std::ostringstream log;
+  o.out = (f.run_dir / "plain.png").string();
+  eval::run_sample(o, log);
+  o.truncation = 1;
+  o.out = (f.run_dir / "one.png").string();
+  eval::run_sample(o, log);
+  EXPECT_EQ(bytes_of(f.run_dir / "plain.png"), bytes_of(f.run_dir / "one.png"));
+  o.truncation = 0.5;
+  o.out = (f.run_dir / "half.png").string();
+  eval::run_sample(o, log);
+  EXPECT_NE(bytes_of(f.run_dir / "plain.png"), bytes_of(f.run_dir / "half.png"));
+  // The same grid as G(0.5 z) drawn directly, written by run_sample's own writer.
+  eval::TrainedGan gan = eval::load_trained_gan(f.checkpoint);
+  write_image_grid(eval::generate(gan, eval::sample_latents(0, 4, 8) * 0.5), 2, 2, (f.run_dir / "direct.png").string());
+  EXPECT_EQ(bytes_of(f.run_dir / "half.png"), bytes_of(f.run_dir / "direct.png"));
+  EXPECT_NE(log.str().find("truncation psi 0.5"), std::string::npos) << log.str();
 }
 
 TEST(Classifier, TrainingDoesNotDependOnTheCallersThreadCount) {
