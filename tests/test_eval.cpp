@@ -321,6 +321,22 @@ void write_mnist(const fs::path& dir, const std::string& stem, uint32_t n) {
   gantry::testing::write_bytes(dir / (stem + "-labels-idx1-ubyte.gz"), labels, /*gzip=*/true);
 }
 
+// A run on 100 MNIST-format records whose last 40 are held out (20 validation + 20 test for
+// Parzen), and eval options for its checkpoint.
+struct HeldOutRun {
+  RunFixture run;
+  eval::EvalOptions options;
+};
+
+HeldOutRun held_out_run(const std::string& name, const std::string& metric, int64_t samples) {
+  HeldOutRun h{make_run(name, {"data.split=test", "data.holdout=40"}), {}};
+  write_mnist(h.run.run_dir, "t10k", 100);
+  h.options.checkpoint = h.run.checkpoint;
+  h.options.metric = metric;
+  h.options.samples = samples;
+  return h;
+}
+
 TEST(EvalData, HoldoutSplitsTheRecordsAndTheLabels) {
   const fs::path dir = gantry::testing::fresh_dir("eval-holdout");
   write_mnist(dir, "t10k", 50);
@@ -374,12 +390,7 @@ TEST(Fid, ATorchScriptFeatureModuleGivesTheFrechetDistanceOfItsFeatures) {
 }
 
 TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
-  RunFixture f = make_run("eval-frechet", {"data.split=test", "data.holdout=40"});
-  write_mnist(f.run_dir, "t10k", 100);
-  eval::EvalOptions o;
-  o.checkpoint = f.checkpoint;
-  o.metric = "frechet";
-  o.samples = 50;
+  auto [f, o] = held_out_run("eval-frechet", "frechet", 50);
   o.classifier_epochs = 1;
   std::ostringstream log;
   const nlohmann::json first = eval::run_eval(o, log);
@@ -407,12 +418,7 @@ TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
 // --truncation psi: G's samples are G(psi z). At psi 0 every sample is G(0), so the Parzen
 // mixture is one Gaussian at G(0) and the figure is its closed form on the test half.
 TEST(Parzen, TruncationZeroGivesTheDensityOfOneGaussianAtGOfZero) {
-  RunFixture f = make_run("eval-parzen-trunc", {"data.split=test", "data.holdout=40"});
-  write_mnist(f.run_dir, "t10k", 100);
-  eval::EvalOptions o;
-  o.checkpoint = f.checkpoint;
-  o.metric = "parzen";
-  o.samples = 30;
+  auto [f, o] = held_out_run("eval-parzen-trunc", "parzen", 30);
   o.truncation = 0;
   std::ostringstream log;
   const nlohmann::json r = eval::run_eval(o, log);
@@ -482,12 +488,7 @@ TEST(Classifier, TrainingDoesNotDependOnTheCallersThreadCount) {
 }
 
 TEST(Parzen, TheCommandReportsTheRunsHeldOutRecords) {
-  RunFixture f = make_run("eval-parzen", {"data.split=test", "data.holdout=40"});
-  write_mnist(f.run_dir, "t10k", 100);
-  eval::EvalOptions o;
-  o.checkpoint = f.checkpoint;
-  o.metric = "parzen";
-  o.samples = 60;
+  auto [f, o] = held_out_run("eval-parzen", "parzen", 60);
   std::ostringstream log;
   const nlohmann::json r = eval::run_eval(o, log);
   EXPECT_EQ(r["validation_records"].get<int64_t>(), 20);
