@@ -274,8 +274,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
       }
       return torch::cat(parts);
     };
-    result = frechet_from(features, samples_of(gan, o), data, o,
-                          "fid", out);
+    result = frechet_from(features, samples_of(gan, o), data, o, "fid", out);
     result["inception"] = o.inception;
   }
   result["metric"] = o.metric;
