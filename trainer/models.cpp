@@ -19,7 +19,8 @@ MlpGeneratorImpl::MlpGeneratorImpl(int64_t z_dim, const std::vector<int64_t>& hi
   int64_t in = z_dim;
   for (int64_t width : hidden) {
     seq->push_back(nn::Linear(in, width));
-    seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)));
+    // In place: the Linear's output is its own, and LeakyReLU's backward needs only its result.
+    seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2).inplace(true)));
     in = width;
   }
   seq->push_back(nn::Linear(in, out.numel()));
@@ -40,7 +41,7 @@ MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const
   for (int64_t width : hidden) {
     seq->push_back(nn::Linear(in, width * pieces));
     if (pieces == 1) {
-      seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)));
+      seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2).inplace(true)));
     } else {
       const int64_t k = pieces;
       seq->push_back(nn::Functional([k](const torch::Tensor& h) { return std::get<0>(h.view({h.size(0), -1, k}).max(2)); }));
