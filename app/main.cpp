@@ -88,26 +88,21 @@ void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample,
       if (i + 1 >= argc) throw UsageError(a + " needs a value");
       return argv[++i];
     };
-    auto number = [&]() -> int64_t {
+    // The next argument, converted whole by `convert` (std::stoll, std::stod), or a usage error.
+    auto parsed = [&](auto convert, const char* kind) {
       const std::string v = value();
       try {
         size_t used = 0;
-        const long long n = std::stoll(v, &used);
-        if (used == v.size()) return n;
-      } catch (const std::exception&) {
-      }
-      throw UsageError(a + " needs an integer, got '" + v + "'");
-    };
-    auto real = [&]() -> double {
-      const std::string v = value();
-      try {
-        size_t used = 0;
-        const double x = std::stod(v, &used);
+        const auto x = convert(v, &used);
         if (used == v.size()) return x;
       } catch (const std::exception&) {
       }
-      throw UsageError(a + " needs a number, got '" + v + "'");
+      throw UsageError(a + " needs " + kind + ", got '" + v + "'");
     };
+    auto number = [&] {
+      return static_cast<int64_t>(parsed([](const std::string& v, size_t* n) { return std::stoll(v, n); }, "an integer"));
+    };
+    auto real = [&] { return parsed([](const std::string& v, size_t* n) { return std::stod(v, n); }, "a number"); };
     if (a == "--checkpoint") sample.checkpoint = eval.checkpoint = value();
     else if (a == "--seed") sample.seed = eval.seed = static_cast<uint64_t>(number());
     else if (a == "--generator") sample.generator = eval.generator = value();

@@ -446,20 +446,24 @@ TEST(Sample, TruncationScalesTheLatents) {
   o.checkpoint = f.checkpoint;
   o.n = 4;
   std::ostringstream log;
-  o.out = (f.run_dir / "plain.png").string();
+  auto grid = [&](double psi, const std::string& name) {  // run_sample's PNG bytes
+    o.truncation = psi;
+    o.out = (f.run_dir / name).string();
+    eval::run_sample(o, log);
+    return bytes_of(o.out);
+  };
+  const std::string plain = grid(1, "plain.png"), half = grid(0.5, "half.png");
+  o = eval::SampleOptions{};
+  o.checkpoint = f.checkpoint;
+  o.n = 4;
+  o.out = (f.run_dir / "default.png").string();
   eval::run_sample(o, log);
-  o.truncation = 1;
-  o.out = (f.run_dir / "one.png").string();
-  eval::run_sample(o, log);
-  EXPECT_EQ(bytes_of(f.run_dir / "plain.png"), bytes_of(f.run_dir / "one.png"));
-  o.truncation = 0.5;
-  o.out = (f.run_dir / "half.png").string();
-  eval::run_sample(o, log);
-  EXPECT_NE(bytes_of(f.run_dir / "plain.png"), bytes_of(f.run_dir / "half.png"));
+  EXPECT_EQ(bytes_of(o.out), plain);  // psi 1 is the default: the prior as trained
+  EXPECT_NE(half, plain);
   // The same grid as G(0.5 z) drawn directly, written by run_sample's own writer.
   eval::TrainedGan gan = eval::load_trained_gan(f.checkpoint);
   write_image_grid(eval::generate(gan, eval::sample_latents(0, 4, 8) * 0.5), 2, 2, (f.run_dir / "direct.png").string());
-  EXPECT_EQ(bytes_of(f.run_dir / "half.png"), bytes_of(f.run_dir / "direct.png"));
+  EXPECT_EQ(bytes_of(f.run_dir / "direct.png"), half);
   EXPECT_NE(log.str().find("truncation psi 0.5"), std::string::npos) << log.str();
 }
 
