@@ -120,7 +120,9 @@ void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample,
     else throw UsageError("unknown argument '" + a + "'");
   }
   if (sample.checkpoint.empty()) throw UsageError(std::string(argv[1]) + " needs --checkpoint CKPT");
-  if (threads < 0) throw UsageError("--threads must be 0 (every core) or more, got " + std::to_string(threads));
+  if (threads < 0 || threads > gantry::kMaxThreads)
+    throw UsageError("--threads must be 0 (every core) to " + std::to_string(gantry::kMaxThreads) + ", got " +
+                     std::to_string(threads));
   if (!std::strcmp(argv[1], "eval") && eval.metric.empty()) throw UsageError("eval needs --metric parzen|frechet|fid");
 }
 

@@ -70,7 +70,15 @@ TrainedGan load_trained_gan(const std::string& path, const std::string& generato
   return gan;
 }
 
-torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch) { return generate(gan.models, z, batch); }
+torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch) {
+  torch::Tensor x = generate(gan.models, z, batch);
+  // A NaN sample would turn every figure into NaN, and a grid into noise, with no word of why.
+  if (!torch::isfinite(x).all().item<bool>())
+    throw std::runtime_error("the generator in " + gan.checkpoint + " (step " + std::to_string(gan.step) +
+                             ") gives NaN or infinite samples: its weights diverged, or --truncation scaled the "
+                             "latents out of range");
+  return x;
+}
 
 torch::Tensor generate(GanModels& models, const torch::Tensor& z, int64_t batch) {
   torch::NoGradGuard no_grad;

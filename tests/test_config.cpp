@@ -1,10 +1,12 @@
 // Tests: config parsing and validation. Every kind of mistake names the key and its location.
+// Also the default thread count's reading of cgroup CPU quotas (train.threads: 0).
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "trainer/config.h"
+#include "trainer/train.h"
 
 namespace fs = std::filesystem;
 using gantry::Config;
@@ -112,6 +114,10 @@ TEST(Config, OutOfRangeNamesKeyAndLine) {
   const auto m = write_yaml("range8.yaml", "optim:\n  decay_start: 0.5\n");  // schedule: constant
   EXPECT_NE(error_of(m).find(m + ":2: optim.decay_start: shapes the decay, and optim.schedule is constant"),
             std::string::npos) << error_of(m);
+  // An int64 that would wrap when LibTorch takes it as an int (2^32 + 1 would become 1 thread).
+  const auto t = write_yaml("range10.yaml", "train:\n  threads: 4294967297\n");
+  EXPECT_NE(error_of(t).find(t + ":2: train.threads: must be in [0, 1024], got 4294967297"), std::string::npos)
+      << error_of(t);
   const auto n = write_yaml("range9.yaml", "train:\n  steps: 10\noptim:\n  warmup_steps: 10\n");
   EXPECT_NE(error_of(n).find(n + ":4: optim.warmup_steps: 10 steps of warm-up leave none of the 10"), std::string::npos)
       << error_of(n);
@@ -214,4 +220,44 @@ TEST(Config, ShippedConfigsParseAndSwitch) {
     }
   }
   EXPECT_GE(seen, 2);
+}
+
+// train.threads 0 and `--threads 0` take the cores this process may use; a cgroup's CPU quota
+// (Docker's --cpus, a Kubernetes limit) caps them. A fake cgroup tree, v2 and v1.
+TEST(Threads, CgroupQuotaCapsTheCores) {
+  const fs::path root = fs::temp_directory_path() / "gantry-test-cgroup";
+  fs::remove_all(root);
+  auto put = [&](const fs::path& file, const std::string& text) {
+    fs::create_directories((root / file).parent_path());
+    std::ofstream(root / file) << text;
+  };
+  using gantry::cgroup_cpu_limit;
+  // v2: no file, "max", then quotas; 1.5 cores round up to 2, and the smallest ancestor wins.
+  EXPECT_EQ(cgroup_cpu_limit(root, "0::/\n"), 0);
+  put("cpu.max", "max 100000\n");
+  EXPECT_EQ(cgroup_cpu_limit(root, "0::/\n"), 0);
+  put("job/cpu.max", "150000 100000\n");
+  EXPECT_EQ(cgroup_cpu_limit(root, "0::/job\n"), 2);
+  put("job/step/cpu.max", "800000 100000\n");
+  EXPECT_EQ(cgroup_cpu_limit(root, "0::/job/step\n"), 2);  // the parent's 1.5 cores bind
+  put("job/cpu.max", "max 100000\n");
+  EXPECT_EQ(cgroup_cpu_limit(root, "0::/job/step\n"), 8);
+  EXPECT_EQ(cgroup_cpu_limit(root, "0::/job/step/gone\n"), 8);  // a path the mount lacks: its ancestors
+  put("cpu.max", "50000 100000\n");
+  EXPECT_EQ(cgroup_cpu_limit(root, "0::/../../etc\n"), 1);  // out of the mount: only its root counts
+  put("cpu.max", "garbage\n");
+  EXPECT_EQ(cgroup_cpu_limit(root, "0::/\n"), 0);
+  fs::remove(root / "cpu.max");
+  // v1 (a hybrid host: the v2 line has no cpu.max): the cpu controller's quota, -1 for none.
+  const std::string v1 = "4:memory:/x\n2:cpu,cpuacct:/docker/abc\n0::/\n";
+  EXPECT_EQ(cgroup_cpu_limit(root, v1), 0);
+  put("cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
+  put("cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+  EXPECT_EQ(cgroup_cpu_limit(root, v1), 0);
+  put("cpu,cpuacct/cpu.cfs_quota_us", "300000\n");  // the container's own mount root (the host path is absent)
+  EXPECT_EQ(cgroup_cpu_limit(root, v1), 3);
+  EXPECT_EQ(cgroup_cpu_limit(root, "not a cgroup line\n"), 0);
+  fs::remove_all(root);
+  // This process: at least one core, at most its affinity set.
+  EXPECT_GE(gantry::available_cores(), 1);
 }

@@ -59,6 +59,29 @@ TEST(Parzen, SamplesThatAreTheTestPointsGiveTheMixtureDensity) {
   for (int64_t i = 0; i < 4; ++i) EXPECT_NEAR(ll[i].item<double>(), -std::log(4.0) - 2.0 * std::log(2 * M_PI), 1e-12);
 }
 
+TEST(Parzen, PointsFarFromEveryCentreKeepTheirClosedForm) {
+  // Every term exp(-|x - c|^2 / (2 sigma^2)) underflows double here (exponents -45,000 and below),
+  // so only the shift around each row's nearest centre gives a finite figure. Four centres 141
+  // apart; points 30 from one of them (the others add exp(-10^6): nothing), and one point halfway
+  // between two (two equal nearest terms). 8 points in batches of 3: the last batch is shorter.
+  const double sigma = 0.1, k = 0.5 / (sigma * sigma), log_norm = -2.0 * std::log(2 * M_PI * sigma * sigma);
+  const torch::Tensor centres = torch::eye(4, torch::kFloat64) * 100;
+  std::vector<torch::Tensor> rows;
+  std::vector<double> expected;
+  for (int64_t i = 0; i < 7; ++i) {
+    rows.push_back(centres[i % 4] + 15);  // |x - c|^2 = 4 * 15^2 = 900
+    expected.push_back(-k * 900 - std::log(4.0) + log_norm);
+  }
+  rows.push_back((centres[0] + centres[1]) / 2);  // 50^2 + 50^2 = 5,000 from both
+  expected.push_back(-k * 5000 + std::log(2.0 / 4.0) + log_norm);
+  const torch::Tensor ll = eval::parzen_log_likelihoods(torch::stack(rows), centres, {sigma}, /*batch=*/3)[0];
+  ASSERT_EQ(ll.size(0), 8);
+  for (int64_t i = 0; i < 8; ++i) {
+    ASSERT_TRUE(std::isfinite(ll[i].item<double>())) << "point " << i;
+    EXPECT_NEAR(ll[i].item<double>(), expected[static_cast<size_t>(i)], 1e-6) << "point " << i;
+  }
+}
+
 TEST(Parzen, ChoosesTheMaximumLikelihoodSigmaOnValidation) {
   // One centre at 0: the mean validation log-likelihood -r2/(2 s^2) - d/2 log(2 pi s^2) peaks at
   // s^2 = mean r2 / d. With that s in the grid, it is chosen, and the test mean is the closed form.
@@ -465,6 +488,30 @@ TEST(Sample, TruncationScalesTheLatents) {
   write_image_grid(eval::generate(gan, eval::sample_latents(0, 4, 8) * 0.5), 2, 2, (f.run_dir / "direct.png").string());
   EXPECT_EQ(bytes_of(f.run_dir / "direct.png"), half);
   EXPECT_NE(log.str().find("truncation psi 0.5"), std::string::npos) << log.str();
+}
+
+// A generator whose samples are not finite (diverged weights; here latents scaled beyond float's
+// range) is an error that names the checkpoint, not a NaN figure, and leaves eval.jsonl alone.
+TEST(Parzen, NonFiniteSamplesAreAnErrorNotAFigure) {
+  auto [f, o] = held_out_run("eval-nonfinite", "parzen", 50);
+  o.truncation = 1e39;  // finite as a double; z * psi overflows float
+  std::ostringstream log;
+  try {
+    eval::run_eval(o, log);
+    FAIL() << "no error; log: " << log.str();
+  } catch (const eval::UsageError& e) {
+    FAIL() << "a usage error: " << e.what();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(f.checkpoint), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("NaN or infinite samples"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(f.run_dir / "eval.jsonl"));
+  eval::SampleOptions so;
+  so.checkpoint = f.checkpoint;
+  so.truncation = 1e39;
+  so.out = (f.run_dir / "nan.png").string();
+  EXPECT_THROW(eval::run_sample(so, log), std::runtime_error);
+  EXPECT_FALSE(fs::exists(so.out));
 }
 
 TEST(Classifier, TrainingDoesNotDependOnTheCallersThreadCount) {

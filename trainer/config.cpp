@@ -103,6 +103,15 @@ Check<T> at_least(T lo) {
   };
 }
 
+template <typename T>
+Check<T> between(T lo, T hi) {
+  return [lo, hi](const T& v) {
+    std::ostringstream s;
+    if (v < lo || v > hi) s << "must be in [" << lo << ", " << hi << "], got " << v;
+    return s.str();
+  };
+}
+
 Check<double> in_range(double lo, double hi, bool open_high = false) {
   return [=](const double& v) {
     std::ostringstream s;
@@ -189,7 +198,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("train.log_every", train.log_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.sample_every", train.sample_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.consistency_every", train.consistency_every, at_least<int64_t>(0)),
-      GANTRY_FIELD("train.threads", train.threads, at_least<int64_t>(0)),
+      GANTRY_FIELD("train.threads", train.threads, between<int64_t>(0, kMaxThreads)),
       GANTRY_FIELD("train.dump_replicas", train.dump_replicas),
       GANTRY_FIELD("train.on_nonfinite", train.on_nonfinite, one_of({"skip", "stop"})),
       GANTRY_FIELD("train.max_nonfinite_skips", train.max_nonfinite_skips, at_least<int64_t>(1)),

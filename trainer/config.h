@@ -11,6 +11,10 @@
 
 namespace gantry {
 
+// The most intra-op threads a process may ask for (train.threads, --threads): far beyond any
+// node's cores per rank, and well inside the int that LibTorch's thread count is.
+inline constexpr int64_t kMaxThreads = 1024;
+
 // A user's mistake in the configuration: one line naming the key and its location.
 class ConfigError : public std::runtime_error {
  public:

@@ -14,6 +14,8 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 #include <thread>
 
 #include "comm/watchdog.h"
@@ -250,10 +252,92 @@ std::string run_label(const fs::path& run_dir) {
 
 }  // namespace
 
+namespace {
+
+// A CFS quota in whole cores, rounded up (a quota of 1.5 cores may keep 2 threads busy part of
+// the time); 0 for no quota.
+int quota_cores(long long quota, long long period) {
+  if (quota <= 0 || period <= 0) return 0;
+  return static_cast<int>(std::max(1LL, (quota + period - 1) / period));
+}
+
+// The first two whitespace-separated fields of `file`, or nothing when it cannot be read.
+std::optional<std::pair<std::string, std::string>> two_fields(const fs::path& file) {
+  std::ifstream in(file);
+  std::string a, b;
+  if (!(in >> a)) return std::nullopt;
+  in >> b;
+  return std::make_pair(a, b);
+}
+
+long long as_number(const std::string& s) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(s, &used);
+    return used == s.size() ? v : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// The smallest nonzero limit that `limit_in` reads in `top / path` or any directory between it
+// and `top`; 0 when none has one. In a container the path that /proc/self/cgroup gives may be the
+// host's and not exist under the container's mount: its ancestors, `top` among them, still count.
+template <typename Fn>
+int smallest_limit(const fs::path& top, const std::string& path, Fn limit_in) {
+  const fs::path root = top.lexically_normal();
+  fs::path dir = (root / fs::path(path).relative_path()).lexically_normal();
+  if (dir.native().rfind(root.native(), 0) != 0) dir = root;  // ".." out of the mount: only its root
+  int best = 0;
+  for (;;) {
+    const int limit = limit_in(dir);
+    if (limit > 0 && (best == 0 || limit < best)) best = limit;
+    if (dir == root || dir == dir.parent_path()) return best;
+    dir = dir.parent_path();
+  }
+}
+
+}  // namespace
+
+int cgroup_cpu_limit(const fs::path& root, const std::string& self) {
+  int best = 0;
+  auto take = [&](int limit) {
+    if (limit > 0 && (best == 0 || limit < best)) best = limit;
+  };
+  std::istringstream lines(self);
+  for (std::string line; std::getline(lines, line);) {
+    // hierarchy-ID:controller-list:cgroup-path
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string id = line.substr(0, a), controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (id == "0" && controllers.empty()) {  // cgroup v2: cpu.max is "QUOTA PERIOD" or "max PERIOD"
+      take(smallest_limit(root, path, [](const fs::path& dir) {
+        const auto f = two_fields(dir / "cpu.max");
+        return f ? quota_cores(as_number(f->first), as_number(f->second)) : 0;
+      }));
+    } else {
+      std::istringstream names(controllers);
+      for (std::string name; std::getline(names, name, ',');) {
+        if (name != "cpu") continue;  // cgroup v1: the cpu controller's CFS quota (-1: none)
+        take(smallest_limit(root / controllers, path, [](const fs::path& dir) {
+          const auto quota = two_fields(dir / "cpu.cfs_quota_us"), period = two_fields(dir / "cpu.cfs_period_us");
+          return quota && period ? quota_cores(as_number(quota->first), as_number(period->first)) : 0;
+        }));
+      }
+    }
+  }
+  return best;
+}
+
 int available_cores() {
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                          : static_cast<int>(std::thread::hardware_concurrency());
+  std::ifstream self("/proc/self/cgroup");
+  const std::string text((std::istreambuf_iterator<char>(self)), std::istreambuf_iterator<char>());
+  const int quota = cgroup_cpu_limit("/sys/fs/cgroup", text);
+  if (quota > 0) cores = std::min(cores, quota);
+  return std::max(1, cores);
 }
 
 int threads_per_rank(const comm::ProcessInfo& info) { return std::max(1, available_cores() / std::max(1, info.local_size)); }

@@ -2,6 +2,7 @@
 // check replicas) and finish.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -19,8 +20,16 @@ class JobError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The cores this process may run on (its CPU affinity set).
+// The cores this process may run on: its CPU affinity set, or fewer when a cgroup CPU quota
+// (Docker's --cpus, a Kubernetes CPU limit, systemd's CPUQuota) allows less.
 int available_cores();
+
+// The CPU quota that cgroups put on this process, in whole cores rounded up, or 0 when none does.
+// `self` is the text of /proc/self/cgroup; `root` is where cgroups are mounted (/sys/fs/cgroup).
+// cgroup v2: cpu.max ("QUOTA PERIOD", or "max PERIOD") of the process's cgroup and each of its
+// ancestors; v1: cpu.cfs_quota_us / cpu.cfs_period_us under the cpu controller's mount. The
+// smallest limit found wins.
+int cgroup_cpu_limit(const std::filesystem::path& root, const std::string& self);
 
 // Intra-op threads for this rank: the cores this process may use, shared by the ranks on its node.
 int threads_per_rank(const comm::ProcessInfo& info);
