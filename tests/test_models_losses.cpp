@@ -147,9 +147,11 @@ TEST(Models, SameSeedSameInitialisation) {
 // gradients (input and weight) as LibTorch's ConvTranspose2d kernel, within float rounding, for
 // every layer of both DCGAN generators. The layers with 16 or more output channels take that path
 // (their autograd node says so); the last layer (1 or 3 channels) keeps LibTorch's. Under bf16
-// autocast the oneDNN layers run in bf16: their outputs are bf16, and the outputs and both
-// gradients stay within bf16's rounding (2^-8 relative per operand; tolerance 3 % of the
-// largest value) of LibTorch's fp32 results.
+// autocast the oneDNN layers run in bf16 where the CPU has oneDNN's bf16 kernels (AVX-512): their
+// outputs are bf16, and the outputs and both gradients stay within bf16's rounding (2^-8 relative
+// per operand; tolerance 3 % of the largest value) of LibTorch's fp32 results. On other CPUs
+// they stay fp32 under autocast and match as closely as without it (LibTorch's bf16 fallback
+// was 6 % off on an AVX2 EPYC, past that tolerance).
 TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
   Config c;
   c.model.arch = "dcgan";
@@ -176,13 +178,15 @@ TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
         const std::string node = fast.grad_fn()->name();
         const bool on_onednn = node.find("OneDnnTransposedConv") != std::string::npos;
         (on_onednn ? onednn : libtorch) += 1;
-        if (on_onednn) EXPECT_EQ(fast.scalar_type(), bf16 ? torch::kBFloat16 : torch::kFloat32);
+        // bf16 where oneDNN has bf16 kernels (AVX-512); elsewhere the layer stays fp32 under autocast.
+        const bool in_bf16 = bf16 && cpu_has_onednn_bf16();
+        if (on_onednn) EXPECT_EQ(fast.scalar_type(), in_bf16 ? torch::kBFloat16 : torch::kFloat32);
         const torch::Tensor g = torch::randn_like(reference);
         const auto a = torch::autograd::grad({fast}, {x, layer->weight}, {g.to(fast.scalar_type())});
         const auto b = torch::autograd::grad({reference}, {x, layer->weight}, {g});
         auto close = [&](const torch::Tensor& actual, const torch::Tensor& expected, double rtol, double atol) {
           const torch::Tensor e = expected.to(torch::kFloat32), d = actual.to(torch::kFloat32) - e;
-          if (bf16) return (d.abs().max() <= 0.03 * e.abs().max()).item<bool>();
+          if (bf16 && (in_bf16 || !on_onednn)) return (d.abs().max() <= 0.03 * e.abs().max()).item<bool>();
           return torch::allclose(actual, expected, rtol, atol);
         };
         EXPECT_TRUE(close(fast, reference, 1e-4, 1e-6)) << node << (fast - reference).abs().max();

@@ -19,6 +19,16 @@ bool autocast_enabled(c10::DeviceType t) {
 }
 #endif
 
+bool cpu_has_onednn_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq");
+  return has;
+#else
+  return false;
+#endif
+}
+
 namespace {
 
 #ifdef GANTRY_AUTOCAST_BY_DEVICE_TYPE

@@ -22,6 +22,12 @@ void configure_backends(const Config& config);
 // Whether autocast is on for this device type now.
 bool autocast_enabled(c10::DeviceType type);
 
+// Whether this CPU runs bf16 convolutions and matrix products through oneDNN's bf16 kernels: the
+// AVX-512 (BW, VL, DQ) that LibTorch's own check asks for. Without them LibTorch takes fallback
+// kernels that are slower than fp32 and lose precision as they accumulate (a bf16 convolution came
+// out 6 % off fp32 on an AVX2 Zen 1 EPYC; bench/RESULTS.md).
+bool cpu_has_onednn_bf16();
+
 // While alive, forward passes on `device` run in bf16 where autocast's op lists allow (matmuls,
 // convolutions) and in fp32 elsewhere. Nests; a disabled guard does nothing.
 class AutocastGuard {
