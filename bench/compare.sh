@@ -62,6 +62,10 @@ for i in $(seq "$repeats"); do
                 --steps $((steps - warmup)) --warmup $warmup --device $device --precision $precision \
                 --data "$data/train-images-idx3-ubyte.gz")
         echo "$arch $batch $threads $gantry $ref"
+        # Each pair as it finishes, so that a run cut short (a time limit) still shows what it measured.
+        $python -c 'import json,sys; print("compare.sh: %s, round %s: gantry %.1f img/s, PyTorch %.1f" % (
+          sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])["img_per_s"]))' \
+          "$arch b$batch ${threads}t" "$i" "$gantry" "$ref" >&2
       done
     done
   done

@@ -17,6 +17,12 @@
 #         unit       every unit test on this LibTorch
 #         mpi        communicator and reducer tests on CPU tensors, the all-reduce benchmark
 #       prints a report (also $OUT/gpu_check.txt when OUT is set); exits 1 if a stage failed.
+#       Only the targets the chosen stages need are built. Training runs write under build-gpu/
+#       (their log.jsonl is copied to $OUT). Environment: GANTRY_GPU_PRECISIONS (compare's, default
+#       "fp32 bf16"), GANTRY_GPU_REPEATS (compare's rounds, default 1: about 4 minutes per
+#       precision on an H100), GANTRY_GPU_UNIT_REGEX (unit's ctest -R).
+#       A device lent for 15 minutes fits: `scripts/gpu_check.sh run DIR cuda-unit nccl compare`
+#       with GANTRY_GPU_PRECISIONS=bf16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,13 +80,32 @@ unpack_debs() {
 # Stages, in order; `run DIR STAGE...` runs only those named (build always runs first).
 STAGES=(nccl cuda-unit train compare unit mpi)
 
+# The build targets a stage needs (unit: all of them).
+targets_for() {
+  case $1 in
+    nccl) echo test_nccl ;;
+    cuda-unit) echo test_gan_step test_adam ;;
+    train|compare) echo gantry ;;
+    mpi) echo test_comm test_reducer allreduce_bench ;;
+    bt=*) local exe=${1#bt=}; echo "${exe%%=*}" ;;
+    *) echo all ;;
+  esac
+}
+
 run_check() {
+  local out=${OUT:-build-gpu}
+  mkdir -p "$out"
+  # Through a pipe rather than exec > >(tee): the script then waits for tee, so the report's last
+  # lines are never cut off, and the stages' exit status is the script's.
+  run_stages "$@" 2>&1 | tee "$out/gpu_check.txt"
+  return "${PIPESTATUS[0]}"
+}
+
+run_stages() {
   local debs=${1:-} out=${OUT:-build-gpu} report
   shift || true
   local stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=("${STAGES[@]}")
-  mkdir -p "$out"
   report="$out/gpu_check.txt"
-  exec > >(tee "$report") 2>&1
   local python=${PYTHON:-python3}
   echo "== gantry GPU check, $(date -u +%FT%TZ), $(hostname), stages: ${stages[*]}"
   nvidia-smi -L || { echo "no GPU visible (nvidia-smi -L failed)"; exit 1; }
@@ -127,8 +152,11 @@ run_check() {
     -DGANTRY_USE_CCACHE=OFF
   # -k 0: every compile error of this LibTorch in one report, not just the first.
   # A target that fails leaves the others built: the stages that need only those still run.
-  local failed=() stage
-  cmake --build $build -j "$(nproc)" -- -k 0 || failed+=("build")
+  local failed=() stage targets=()
+  for stage in "${stages[@]}"; do read -ra more <<< "$(targets_for "$stage")"; targets+=("${more[@]}"); done
+  [[ " ${targets[*]} " == *" all "* ]] && targets=(all)
+  echo "building: ${targets[*]}"
+  cmake --build $build -j "$(nproc)" --target "${targets[@]}" -- -k 0 || failed+=("build")
   grep -E "GANTRY_TORCH_CUDA=1" $build/build.ninja >/dev/null && echo "comm compiled with GANTRY_TORCH_CUDA=1"
 
   local mpi=(mpirun --oversubscribe); [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
@@ -145,21 +173,24 @@ run_check() {
       train)
         for precision in fp32 bf16; do
           echo "== np=1 training on the GPU: Fashion-MNIST DCGAN, train.device cuda, NCCL, $precision"
-          $build/gantry train --config configs/fashion-mnist-dcgan.yaml --set run.dir="$out/cuda-$precision" \
-            --set data.path="$FASHION_MNIST_DIR" --set data.cache_dir="$out/data-cache" \
+          # Under build-gpu/, not $OUT: checkpoints and the decoded data cache are far larger than
+          # what comes back from the device machine; the log comes back.
+          $build/gantry train --config configs/fashion-mnist-dcgan.yaml --set run.dir="$build/runs/cuda-$precision" \
+            --set data.path="$FASHION_MNIST_DIR" --set data.cache_dir="$build/data-cache" \
             --set train.steps=300 --set train.log_every=100 --set train.device=cuda --set comm.backend=nccl \
             --set train.precision=$precision || failed+=("cuda training ($precision)")
+          [ "$out" != "$build" ] && cp "$build/runs/cuda-$precision/log.jsonl" "$out/train-cuda-$precision.jsonl" 2>/dev/null
         done
         echo "== the same under mpirun -np 2 on one GPU: one clear error expected"
         if "${mpi[@]}" -np 2 $build/gantry train --config configs/fashion-mnist-dcgan.yaml \
-            --set run.dir="$out/cuda-np2" --set data.path="$FASHION_MNIST_DIR" --set train.steps=10 \
+            --set run.dir="$build/runs/cuda-np2" --set data.path="$FASHION_MNIST_DIR" --set train.steps=10 \
             --set train.device=cuda; then
           [ "$(nvidia-smi -L | wc -l)" -lt 2 ] && failed+=("np2 on one GPU did not fail")
         fi ;;
       compare)
         for precision in ${GANTRY_GPU_PRECISIONS:-fp32 bf16}; do
           echo "== gantry vs PyTorch eager on the GPU ($precision)"
-          PYTHON=$python bench/compare.sh --device cuda --precision $precision $build "${GANTRY_GPU_REPEATS:-2}" ||
+          PYTHON=$python bench/compare.sh --device cuda --precision $precision $build "${GANTRY_GPU_REPEATS:-1}" ||
             failed+=("compare ($precision)")
         done ;;
       unit)
@@ -193,5 +224,5 @@ run_check() {
 case ${1:-} in
   fetch-debs) fetch_debs "${2:?fetch-debs needs a directory}" ;;
   run) shift; run_check "$@" ;;
-  *) sed -n '2,15p' "$0"; exit 2 ;;
+  *) sed -n '2,25p' "$0"; exit 2 ;;
 esac

@@ -129,6 +129,19 @@ TEST(Device, ResolvesTrainDevice) {
   }
 }
 
+// The device-memory gauges' source: the CUDA caching allocator's bytes held by tensors, now and
+// at the peak. Nothing for the CPU; on a GPU a 4 MiB tensor shows in both.
+TEST(Device, MemoryBytesComeFromCudaDevicesOnly) {
+  EXPECT_FALSE(device_memory_bytes(torch::Device(torch::kCPU)).has_value());
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device gpu(torch::kCUDA, 0);
+  const torch::Tensor held = torch::empty({1 << 20}, torch::TensorOptions().device(gpu));
+  const auto bytes = device_memory_bytes(gpu);
+  ASSERT_TRUE(bytes.has_value()) << "LibTorch has CUDA, but gantry was built without GANTRY_TORCH_CUDA";
+  EXPECT_GE(bytes->first, int64_t{4} << 20);
+  EXPECT_GE(bytes->second, bytes->first);
+}
+
 TEST(Device, AutocastGuardRunsMatmulsInBf16AndNests) {
   torch::nn::Linear linear(4, 3);
   const torch::Tensor x = torch::randn({2, 4});

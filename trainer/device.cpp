@@ -4,6 +4,10 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#if GANTRY_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 // LibTorch 2.4 replaced the per-device autocast functions with ones that take the device type.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 #define GANTRY_AUTOCAST_BY_DEVICE_TYPE 1
@@ -18,6 +22,21 @@ bool autocast_enabled(c10::DeviceType t) {
   return t == c10::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
 }
 #endif
+
+std::optional<std::pair<int64_t, int64_t>> device_memory_bytes(torch::Device device) {
+#if GANTRY_TORCH_CUDA
+  if (device.is_cuda()) {
+    // The statistics' type moved namespace in LibTorch 2.x (c10::CachingDeviceAllocator); its
+    // fields, and index 0 for the aggregate over pools, did not.
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return std::make_pair(static_cast<int64_t>(stats.allocated_bytes[0].current),
+                          static_cast<int64_t>(stats.allocated_bytes[0].peak));
+  }
+#else
+  (void)device;
+#endif
+  return std::nullopt;
+}
 
 bool cpu_has_onednn_bf16() {
 #if defined(__x86_64__) || defined(__i386__)

@@ -6,7 +6,9 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "trainer/config.h"
 
@@ -21,6 +23,10 @@ void configure_backends(const Config& config);
 
 // Whether autocast is on for this device type now.
 bool autocast_enabled(c10::DeviceType type);
+
+// The CUDA caching allocator's bytes held by tensors on `device`, now and at their peak; nothing
+// for other devices, or when LibTorch has no CUDA. A host-side read: no device sync.
+std::optional<std::pair<int64_t, int64_t>> device_memory_bytes(torch::Device device);
 
 // Whether this CPU runs bf16 convolutions and matrix products through oneDNN's bf16 kernels: the
 // AVX-512 (BW, VL, DQ) that LibTorch's own check asks for. Without them LibTorch takes fallback

@@ -607,7 +607,9 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                  "G", step + 1);
     gan->sync_buffers();
     gan->update_g_ema(step + 1);  // after the sync: G's BatchNorm statistics are the ranks' mean
-    // (With CUDA, this is also where rank metrics take the device memory: set_device_memory.)
+    if (metrics.rank && device.is_cuda())
+      if (const auto memory = device_memory_bytes(device))
+        metrics.rank->set_device_memory(static_cast<double>(memory->first), static_cast<double>(memory->second));
     const UpdateTimes times = gan->take_times();
     phase_totals += times;
     if (metrics.rank) metrics.rank->record_step(step_sample(*gan, times, step_start, local_batch * d_steps));
