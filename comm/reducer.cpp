@@ -36,7 +36,7 @@ class BucketedReducer final : public GradientReducer {
     for (auto& p : params)
       if (p.requires_grad()) slots_.push_back(Slot{p});
     check_same_everywhere();
-    if (comm_.world_size() == 1) return;  // the local gradient is already the average
+    if (comm_.world_size() == 1 && !options_.reduce_single_rank) return;  // the local gradient is the average
     assign_buckets();
     if (!options_.overlap) return;
     for (size_t i = 0; i < slots_.size(); ++i) {

@@ -39,6 +39,10 @@ struct ReducerOptions {
   // The dtype gradients travel in: float32 is exact; bfloat16 or float16 halve the bytes (the
   // average is taken in that dtype, then cast back, as DDP's compression hooks do).
   torch::ScalarType wire_dtype = torch::kFloat32;
+  // Bucket and all-reduce at world size 1 too, where the local gradient already is the average
+  // and the reducer otherwise does nothing. For tests: one GPU then runs the hooks, the stream
+  // ordering and the wire dtype that many ranks would.
+  bool reduce_single_rank = false;
 };
 
 // A reducer over `params` (those that require grad). Collective: every rank must construct it

@@ -1,7 +1,7 @@
 // Tests (run under mpirun; every case skips where this build has no NCCL or no GPU is visible):
 // the NCCL communicator on CUDA tensors. Exact sums and averages per dtype, collectives ordered
 // after the caller's stream, host tensors routed through the MPI bootstrap, broadcast, the
-// bucketed reducer with overlap on and off, ncclCommAbort, and more ranks than GPUs on a node
+// bucketed reducer with overlap on and off and at one rank, ncclCommAbort, and more ranks than GPUs on a node
 // as one clear error. scripts/gpu_check.sh runs it on a GPU machine.
 #include <gtest/gtest.h>
 
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "comm/reducer.h"
 #include "tests/mpi_test_main.h"
 #include "tests/small_models.h"
 
@@ -146,6 +147,57 @@ TEST(NcclCommunicator, ReducerOverlapOnAndOffGiveIdenticalParametersOnTheGpu) {
     EXPECT_TRUE(torch::equal(on[i], off[i])) << "parameter " << i << ": max difference "
                                              << (on[i] - off[i]).abs().max().item<double>();
   }
+}
+
+// The bucketed reducer's GPU path at any rank count, one GPU included (reduce_single_rank): the
+// post-hooks fire on autograd's CUDA thread, each bucket's all-reduce is ordered after the copies
+// into it on NCCL's stream, and the averages come back exact in fp32 (integer-valued gradients)
+// and within bf16's rounding on a bf16 wire. The test above compares identical code at one rank,
+// where the reducer otherwise does nothing.
+TEST(NcclCommunicator, ReducerBucketsOnTheGpuEvenAtOneRank) {
+  GANTRY_NEEDS_NCCL();
+  auto comm = make();
+  const int n = comm->world_size(), r = comm->rank();
+  const std::vector<int64_t> sizes{1, 7, 1000, 33, 4096, 5, 300};
+  auto coefficient = [&](size_t i, int rank) {
+    return ((torch::arange(sizes[i], torch::kFloat32).remainder(17) + 1) * static_cast<float>((rank + 1) * (i + 2)))
+        .to(gpu());
+  };
+  for (const bool overlap : {true, false})
+    for (const auto wire : {torch::kFloat32, torch::kBFloat16}) {
+      std::vector<torch::Tensor> params;
+      for (int64_t size : sizes) params.push_back(torch::zeros({size}, torch::TensorOptions().device(gpu())).requires_grad_());
+      comm::ReducerOptions o;
+      o.bucket_bytes = 5000;
+      o.first_bucket_bytes = 1250;
+      o.overlap = overlap;
+      o.wire_dtype = wire;
+      o.reduce_single_rank = true;
+      auto reducer = comm::make_reducer(*comm, params, o);
+      ASSERT_GE(reducer->bucket_bytes().size(), overlap ? 3u : 1u);
+      for (int update = 1; update <= 2; ++update) {
+        for (auto& p : params) p.mutable_grad() = torch::Tensor();
+        reducer->prepare();
+        torch::Tensor loss = torch::zeros({}, torch::TensorOptions().device(gpu()));
+        for (size_t i = 0; i < params.size(); ++i) loss = loss + (params[i] * coefficient(i, r)).sum();
+        loss.backward();
+        reducer->finish();
+        for (size_t i = 0; i < params.size(); ++i) {
+          torch::Tensor mean = torch::zeros({sizes[i]}, torch::TensorOptions().device(gpu()));
+          for (int k = 0; k < n; ++k) mean += coefficient(i, k);
+          mean /= n;
+          const torch::Tensor& got = params[i].grad();
+          ASSERT_TRUE(got.defined()) << "parameter " << i;
+          if (wire == torch::kFloat32) {
+            EXPECT_TRUE(torch::equal(got, mean)) << "parameter " << i << ", overlap " << overlap << ", update " << update;
+          } else {  // each rank's value, the partial sums and the division rounded to bf16: a few ulps
+            EXPECT_TRUE(torch::allclose(got, mean, 4.0 / 128, 1e-6))
+                << "parameter " << i << ", overlap " << overlap << ", max error " << (got - mean).abs().max().item<double>();
+          }
+        }
+      }
+      EXPECT_GT(reducer->bytes_reduced(), 0);
+    }
 }
 
 // What the watchdog does before MPI_Abort: ncclCommAbort returns, the communicator is then

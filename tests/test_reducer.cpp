@@ -1,7 +1,8 @@
 // Tests (run under mpirun -np 1 to 4): the bucketed gradient reducer. Exact averages for many
 // bucket sizes, uneven tensors and an unused parameter; buckets launched during backward, not
 // after; 16-bit transport; mismatched parameter lists as a clear error; WGAN-GP's double backward
-// reduced once per update; overlap on and off giving bit-identical training.
+// reduced once per update; overlap on and off giving bit-identical training; the bucket path at
+// one rank when asked (as test_nccl uses it on one GPU).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -161,6 +162,40 @@ TEST(Reducer, LaunchesBucketsDuringBackward) {
   after->finish();
   EXPECT_EQ(inline_comm.reduced, 1);
   EXPECT_EQ(inline_comm.launched, 0);
+}
+
+// ReducerOptions::reduce_single_rank: the whole bucket path even where one rank has nothing to
+// average (test_nccl runs the same on a GPU). The averages stay exact, every bucket is reduced
+// once per update, and with overlap all but the last are launched during backward.
+TEST(Reducer, BucketsEvenAtOneRankWhenAsked) {
+  for (const bool overlap : {true, false}) {
+    CountingCommunicator comm;
+    const int n = comm.world_size(), r = comm.rank();
+    Params p = make_params();
+    comm::ReducerOptions o = options(5000, overlap);
+    o.reduce_single_rank = true;
+    auto reducer = comm::make_reducer(comm, p.all(), o);
+    const int buckets = static_cast<int>(reducer->bucket_bytes().size());
+    ASSERT_GE(buckets, overlap ? 3 : 1);
+    int64_t total = 0;
+    for (int64_t b : reducer->bucket_bytes()) total += b;
+    for (int update = 1; update <= 2; ++update) {
+      for (auto& t : p.all()) t.mutable_grad() = torch::Tensor();
+      const int launched = comm.launched, reduced = comm.reduced;
+      reducer->prepare();
+      loss_of(p, r).backward();
+      EXPECT_EQ(comm.launched - launched, overlap ? buckets - 1 : 0) << "during backward, update " << update;
+      reducer->finish();
+      EXPECT_EQ(comm.reduced - reduced, buckets) << "update " << update;
+      for (size_t i = 0; i < p.used.size(); ++i) {
+        torch::Tensor sum = torch::zeros({kSizes[i]});
+        for (int k = 0; k < n; ++k) sum += coefficient(i, k, kSizes[i]);
+        EXPECT_TRUE(torch::equal(p.used[i].grad(), sum / n)) << "parameter " << i << ", update " << update;
+      }
+      EXPECT_TRUE(torch::equal(p.unused.grad(), torch::zeros({11})));
+    }
+    EXPECT_EQ(reducer->bytes_reduced(), 2 * total) << "overlap " << overlap;
+  }
 }
 
 TEST(Reducer, SixteenBitTransportIsWithinItsRounding) {
