@@ -8,6 +8,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "datasets/random.h"
@@ -176,8 +178,25 @@ void DataStream::drain() {
 }
 
 void DataStream::set_position(const StreamPosition& position) {
+  if (position.epoch < 0 || position.batch < 0 || position.batch >= batches_per_epoch())
+    throw std::out_of_range("data stream position (epoch " + std::to_string(position.epoch) + ", batch " +
+                            std::to_string(position.batch) + ") is outside an epoch of " +
+                            std::to_string(batches_per_epoch()) + " batches");
   drain();
   position_ = position;
+}
+
+void DataStream::resume_position(const StreamPosition& position, int64_t saved_batch) {
+  StreamPosition p = position;
+  if (saved_batch != global_batch() && saved_batch > 0) {
+    const int64_t handed_out = p.batch * saved_batch;  // of this epoch's permutation
+    p.batch = (handed_out + global_batch() - 1) / global_batch();
+  }
+  if (p.batch >= batches_per_epoch()) {
+    p.batch = 0;
+    ++p.epoch;
+  }
+  set_position(p);
 }
 
 double DataStream::take_wait_seconds() { return std::exchange(wait_seconds_, 0.0); }

@@ -24,6 +24,7 @@ class ShardedSampler {
 
   int64_t batches_per_epoch() const { return batches_per_epoch_; }
   int64_t local_batch() const { return global_batch_ / world_size_; }
+  int64_t global_batch() const { return global_batch_; }
   // The dataset indices of global batch `batch` (0-based within `epoch`), all ranks' parts.
   std::vector<int64_t> global_indices(int64_t epoch, int64_t batch);
   // This rank's part of that global batch.
@@ -68,13 +69,20 @@ class DataStream {
   torch::Tensor next();
   // The position of the next batch next() returns (batches prefetched but not taken don't count).
   StreamPosition position() const { return position_; }
-  // Continues from `position`; batches prefetched for the old position are dropped.
+  // Continues from `position`; batches prefetched for the old position are dropped. A batch
+  // index outside [0, batches_per_epoch) or a negative epoch is an std::out_of_range.
   void set_position(const StreamPosition& position);
+  // Continues where a stream of global batch `saved_batch` stood at `position`: at the first
+  // batch of this stream's size that takes none of the samples it had already handed out in that
+  // epoch (fewer than one batch of them are skipped), or at the next epoch when none is left.
+  // A run resumed with another train.batch_size; with the same, this is set_position.
+  void resume_position(const StreamPosition& position, int64_t saved_batch);
   // Seconds next() spent waiting for data since the last call.
   double take_wait_seconds();
 
   const Dataset& dataset() const { return *dataset_; }
   int64_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
+  int64_t global_batch() const { return sampler_.global_batch(); }
 
  private:
   StreamPosition advance(StreamPosition p) const;

@@ -1,6 +1,8 @@
 // Implements: the feature classifier (see classifier.h): training, accuracy, the cache file.
 #include "eval/classifier.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <filesystem>
 #include <functional>
 
@@ -44,6 +46,22 @@ struct OneThread {
   OneThread& operator=(const OneThread&) = delete;
 };
 
+// Seeds LibTorch's default CPU generator (which the network's initialisation draws from) and
+// gives the caller's stream back afterwards: a Fréchet probe during training runs on rank 0 only,
+// and moving rank 0's generator would make the ranks' saved generator states, and a resumed run,
+// differ from an uninterrupted one.
+class SeededDefaultGenerator {
+ public:
+  explicit SeededDefaultGenerator(uint64_t seed) : saved_(generator_.get_state()) { generator_.set_current_seed(seed); }
+  ~SeededDefaultGenerator() { generator_.set_state(saved_); }
+  SeededDefaultGenerator(const SeededDefaultGenerator&) = delete;
+  SeededDefaultGenerator& operator=(const SeededDefaultGenerator&) = delete;
+
+ private:
+  at::Generator generator_ = at::detail::getDefaultCPUGenerator();
+  torch::Tensor saved_;
+};
+
 }  // namespace
 
 Classifier load_or_train_classifier(const LabelledImages& train, const LabelledImages& test, const std::string& cache_file,
@@ -51,8 +69,10 @@ Classifier load_or_train_classifier(const LabelledImages& train, const LabelledI
   Classifier c;
   c.path = cache_file;
   const int64_t classes = std::max(train.labels.max().item<int64_t>(), test.labels.max().item<int64_t>()) + 1;
-  torch::manual_seed(seed);
-  c.net = FeatureNet(shape_of(train.images), classes);
+  {
+    const SeededDefaultGenerator seeded(seed);
+    c.net = FeatureNet(shape_of(train.images), classes);
+  }
   if (fs::exists(cache_file)) {
     torch::serialize::InputArchive archive;
     archive.load_from(cache_file);

@@ -147,6 +147,23 @@ kept=$(ls "$work/retain/checkpoints" | tr '\n' ' ')
 check "retention keeps steps 4, 8, 9 (kept: $kept)" \
   [ "$kept" = "latest step-00000004 step-00000008 step-00000009 " ]
 
+# ---- resuming from an earlier checkpoint: new commits are kept, and auto follows them -----------
+# Ranked by step alone, retention counted the abandoned step 20 among the newest two and deleted
+# step 10 (with keep_last or more checkpoints past it, the new commit itself went at once), and
+# auto then went back to step 20.
+dir="$work/branch"
+run 1 "$dir" --set model.arch=mlp --set train.steps=20 --set checkpoint.keep_last=2 > "$dir.out1" 2>&1
+run 1 "$dir" --set model.arch=mlp --set train.steps=15 --set checkpoint.every=5 --set checkpoint.keep_last=2 \
+  --resume "$dir/checkpoints/step-00000010" > "$dir.out2" 2>&1
+kept=$(ls "$dir/checkpoints" | tr '\n' ' ')
+check "resume from step 10 of 20: step 15 is committed and kept, step 20 left alone (kept: $kept)" \
+  [ "$kept" = "latest step-00000010 step-00000015 step-00000020 " ]
+check "resume from step 10 of 20: latest names step 15" [ "$(cat "$dir/checkpoints/latest")" = step-00000015 ]
+run 1 "$dir" --set model.arch=mlp --set train.steps=16 --set checkpoint.every=5 --set checkpoint.keep_last=2 \
+  --resume auto > "$dir.out3" 2>&1
+check "auto resumes from latest (step 15), not the abandoned step 20, and says so" \
+  bash -c "grep -q 'resumed from .*step-00000015' '$dir.out3' && grep -q 'step-00000020 (from a run that went back past them)' '$dir.out3'"
+
 # ---- a new run never overwrites a run directory that holds checkpoints --------------------------
 run 2 "$work/mlp-A" --set model.arch=mlp --set train.steps=20 > "$work/overwrite.out" 2>&1
 check "a fresh run refuses a run.dir with checkpoints" \

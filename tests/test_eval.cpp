@@ -1,6 +1,7 @@
 // Tests for eval/: the Parzen estimate and the Fréchet distance against closed forms; samples and
 // interpolations from a real checkpoint (sizes, determinism, endpoints); the holdout split and
 // label files; FID through a TorchScript module made here.
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/script.h>
 
@@ -530,8 +531,11 @@ TEST(Classifier, TrainingDoesNotDependOnTheCallersThreadCount) {
   for (const int threads : {2, 1}) {
     at::set_num_threads(threads);
     const std::string cache = (dir / ("threads-" + std::to_string(threads) + ".pt")).string();
+    const torch::Tensor generator = at::detail::getDefaultCPUGenerator().get_state();
     eval::Classifier c = eval::load_or_train_classifier(train, test, cache, /*seed=*/5, /*epochs=*/1, log);
     EXPECT_EQ(at::get_num_threads(), threads);  // the caller's count, restored
+    // And the caller's random stream: a probe during training must not move rank 0's generator.
+    EXPECT_TRUE(torch::equal(at::detail::getDefaultCPUGenerator().get_state(), generator));
     weights.push_back(c.net->parameters());
   }
   at::set_num_threads(before);

@@ -1,5 +1,6 @@
 // Tests: the sharded sampler gives the same global batches at any world size, each rank its
-// contiguous share, and the latent z of a global sample does not depend on the world size.
+// contiguous share, and the latent z of a global sample does not depend on the world size. The
+// data stream's epochs, prefetching and resumed positions (also after a change of batch size).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -165,6 +166,40 @@ TEST(DataStream, RestoringAMidEpochPositionContinuesTheSameSequence) {
   b.next();  // something already prefetched is dropped by set_position
   b.set_position(pos);
   for (int i = 0; i < 12; ++i) EXPECT_EQ(values(b.next()), expected[i]) << i;
+}
+
+// A run resumed with another train.batch_size: the saved batch index counts batches of the saved
+// size. The new stream continues in the same epoch after every sample already handed out (fewer
+// than one batch skipped), or in the next epoch when none is left; out-of-range positions are an
+// error, not a read past the epoch's permutation.
+TEST(DataStream, ResumingWithAnotherBatchSizeTakesNoSampleTwice) {
+  auto data = std::make_shared<IndexDataset>(100);
+  DataStream small(data, 10, 0, 1, 4, StreamOptions{1, 0, false});  // 10 batches an epoch
+  for (int i = 0; i < 17; ++i) small.next();                         // epoch 1, batch 7
+  ASSERT_EQ(small.position().batch, 7);
+  std::set<int64_t> handed_out;
+  {
+    DataStream replay(data, 10, 0, 1, 4, StreamOptions{1, 0, false});
+    replay.set_position({1, 0});
+    for (int i = 0; i < 7; ++i)
+      for (int64_t v : values(replay.next())) handed_out.insert(v);
+  }
+  DataStream big(data, 20, 0, 1, 4, StreamOptions{1, 0, false});  // 5 batches an epoch
+  big.resume_position(small.position(), 10);                      // 70 handed out: batch 4 (80-99)
+  EXPECT_EQ(big.position().epoch, 1);
+  EXPECT_EQ(big.position().batch, 4);
+  for (int64_t v : values(big.next())) EXPECT_EQ(handed_out.count(v), 0u) << "record " << v << " again";
+  EXPECT_EQ(big.position().epoch, 2);
+  big.resume_position({1, 9}, 10);  // 90 handed out: no batch of 20 left in epoch 1
+  EXPECT_EQ(big.position().epoch, 2);
+  EXPECT_EQ(big.position().batch, 0);
+  big.resume_position({3, 2}, 20);  // the same size: the same position
+  EXPECT_EQ(big.position().batch, 2);
+  DataStream shrunk(data, 5, 0, 1, 4, StreamOptions{1, 0, false});
+  shrunk.resume_position({0, 4}, 20);  // 80 handed out: batch 16 of 20
+  EXPECT_EQ(shrunk.position().batch, 16);
+  EXPECT_THROW(big.set_position({1, 5}), std::out_of_range);  // batch 5 of 5 batches
+  EXPECT_THROW(big.set_position({1, -1}), std::out_of_range);
 }
 
 TEST(DataStream, AWorkerErrorReachesTheTrainingThreadWithItsMessage) {

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace gantry::checkpoint {
 namespace fs = std::filesystem;
@@ -42,8 +43,10 @@ void write_durable(const fs::path& path, const std::vector<Piece>& pieces) {
       left -= static_cast<size_t>(n);
     }
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0)
-    throw CheckpointError("cannot flush " + path.string() + ": " + std::strerror(errno));
+  const int synced = ::fsync(fd), sync_errno = errno;
+  const int closed = ::close(fd), close_errno = errno;  // closed even when the flush failed
+  if (synced != 0 || closed != 0)
+    throw CheckpointError("cannot flush " + path.string() + ": " + std::strerror(synced != 0 ? sync_errno : close_errno));
 }
 
 void write_durable(const fs::path& path, const std::string& text) { write_durable(path, {{text.data(), text.size()}}); }
@@ -51,8 +54,9 @@ void write_durable(const fs::path& path, const std::string& text) { write_durabl
 void fsync_dir(const fs::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw CheckpointError("cannot open directory " + dir.string() + ": " + std::strerror(errno));
-  ::fsync(fd);
+  const int synced = ::fsync(fd), why = errno;
   ::close(fd);
+  if (synced != 0) throw CheckpointError("cannot flush directory " + dir.string() + ": " + std::strerror(why));
 }
 
 std::vector<char> read_all(const fs::path& path) {
@@ -125,6 +129,9 @@ StateDict read_shards(const fs::path& dir, const Manifest& manifest, const std::
   return out;
 }
 
+// The step of a step-NNNNNNNN directory.
+int64_t step_of(const std::string& dir) { return std::stoll(fs::path(dir).filename().string().substr(5)); }
+
 // "step-" and eight digits: what step_dir_name() makes.
 bool is_step_dir_name(const std::string& name) {
   return name.size() == 13 && name.rfind("step-", 0) == 0 && name.find_first_not_of("0123456789", 5) == std::string::npos;
@@ -161,7 +168,7 @@ std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir) {
   for (const auto& entry : fs::directory_iterator(checkpoints_dir, ec)) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_directory() || !is_step_dir_name(name)) continue;
-    found.emplace_back(std::stoll(name.substr(5)), entry.path().string());
+    found.emplace_back(step_of(name), entry.path().string());
   }
   std::sort(found.rbegin(), found.rend());
   std::vector<std::string> out;
@@ -292,7 +299,8 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
     if (j.contains("error")) failed += (failed.empty() ? "" : "; ") + ("rank " + std::to_string(r) + ": ") + j["error"].get<std::string>();
   }
   if (!failed.empty()) {
-    if (rank == 0) fs::remove_all(tmp_dir);
+    std::error_code ignored;  // a filesystem that failed the write may fail this too: the error stays the ranks' one
+    if (rank == 0) fs::remove_all(tmp_dir, ignored);
     throw CheckpointError("checkpoint " + final_dir.string() + " not saved: " + failed);
   }
 
@@ -324,7 +332,7 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       fs::remove_all(replaced);
       maybe_fault("before_latest", rank, step);
       write_latest(root, step_dir_name(step));
-      apply_retention();
+      apply_retention(step);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -335,13 +343,16 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
   return final_dir.string();
 }
 
-void Checkpointer::apply_retention() {
-  const auto all = list_checkpoints(options_.dir);  // newest first
-  for (size_t i = 0; i < all.size(); ++i) {
-    if (static_cast<int64_t>(i) < std::max<int64_t>(options_.keep_last, 1)) continue;
-    const int64_t step = std::stoll(fs::path(all[i]).filename().string().substr(5));
+void Checkpointer::apply_retention(int64_t committed_step) {
+  int64_t kept = 0;
+  for (const auto& dir : list_checkpoints(options_.dir)) {  // newest first
+    const int64_t step = step_of(dir);
+    // Past the commit: a branch that a resume from an earlier checkpoint went back past. Ranked
+    // by step, the new commits would sort below it and be deleted at once.
+    if (step > committed_step) continue;
+    if (kept++ < std::max<int64_t>(options_.keep_last, 1)) continue;  // the commit itself first
     if (options_.keep_every > 0 && step % options_.keep_every == 0) continue;
-    fs::remove_all(all[i]);
+    fs::remove_all(dir);
   }
 }
 
@@ -410,11 +421,36 @@ std::optional<Loaded> Checkpointer::load(const std::string& spec,
       dir = read_latest(dir.string());
     return load_one(dir.string());
   }
-  const auto candidates = list_checkpoints(options_.dir);
+  // Rank 0 lists the candidates for every rank: ranks on a shared filesystem may see its
+  // directories differently for a while (NFS attribute caches after a restart), and ranks that
+  // tried different checkpoints would load different states or wait on each other forever.
+  std::string listed;
+  if (comm_.rank() == 0) {
+    auto candidates = list_checkpoints(options_.dir);  // newest first
+    try {  // `latest` first: the run's last commit
+      const std::string named = read_latest(options_.dir);
+      const auto it = std::find_if(candidates.begin(), candidates.end(), [&](const std::string& c) {
+        return fs::path(c).filename() == fs::path(named).filename();
+      });
+      if (it != candidates.end()) std::rotate(candidates.begin(), it, it + 1);
+    } catch (const CheckpointError&) {
+      // missing or unreadable: newest first
+    }
+    for (const auto& c : candidates) listed += c + "\n";
+  }
+  std::vector<std::string> candidates;
+  std::istringstream lines(comm_.all_gather(listed).front());
+  for (std::string line; std::getline(lines, line);) candidates.push_back(line);
   for (const auto& dir : candidates) {
     try {
       Loaded loaded = load_one(dir);
       point_latest_at(dir, warn);
+      std::string newer;
+      for (const auto& other : list_checkpoints(options_.dir))
+        if (step_of(other) > step_of(dir)) newer += (newer.empty() ? "" : ", ") + fs::path(other).filename().string();
+      if (!newer.empty())
+        warn("resuming from " + fs::path(dir).filename().string() + ", the last commit; " + newer +
+             " (from a run that went back past them) stay on disk, unused and never deleted by retention");
       return loaded;
     } catch (const CheckpointError& e) {
       warn(std::string("skipping checkpoint that does not verify: ") + e.what());

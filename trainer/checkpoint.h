@@ -33,8 +33,11 @@ struct Loaded {
 
 struct Options {
   std::string dir;         // <run.dir>/checkpoints
-  int64_t keep_last = 3;   // newest K are kept
-  int64_t keep_every = 0;  // and every checkpoint whose step is a multiple of M (0: none)
+  // Retention after each commit of step N: the newest K checkpoints up to step N are kept, and
+  // every checkpoint whose step is a multiple of M (0: none). Checkpoints past step N (left by a
+  // run that resumed from an earlier one) are never deleted: they are the user's to remove.
+  int64_t keep_last = 3;
+  int64_t keep_every = 0;
 };
 
 // Give it a communicator of its own (not the training loop's) when saving asynchronously: its
@@ -57,15 +60,18 @@ class Checkpointer {
   // Waits for the save in flight, if any: its directory, or its CheckpointError rethrown.
   std::optional<std::string> wait();
   bool in_flight() const { return worker_.joinable(); }
-  // Collective. `spec` is "auto" (the newest checkpoint that verifies; none: nullopt) or a
-  // checkpoint directory (failure is an error). `warn` hears about checkpoints skipped by auto,
-  // and about `latest` when auto resumed from another checkpoint than it named (it is repointed).
+  // Collective. `spec` is "auto" or a checkpoint directory (failure is an error). auto tries the
+  // checkpoint `latest` names first (the run's last commit, which is not the highest step when
+  // the run resumed from an earlier checkpoint), then the others newest first; the first that
+  // verifies is loaded (none: nullopt). `warn` hears about checkpoints skipped by auto, about
+  // newer checkpoints that it passed over, and about `latest` when auto resumed from another
+  // checkpoint than it named (it is repointed).
   std::optional<Loaded> load(const std::string& spec, const std::function<void(const std::string&)>& warn);
 
  private:
   Loaded load_one(const std::string& dir);
   void point_latest_at(const std::string& dir, const std::function<void(const std::string&)>& warn);
-  void apply_retention();
+  void apply_retention(int64_t committed_step);
 
   comm::Communicator& comm_;
   Options options_;

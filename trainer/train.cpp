@@ -61,21 +61,28 @@ int agreed_stop_signal(comm::Communicator& comm) {
 
 // Everything a resumed run needs beyond the config: models, optimizers, counters, the data
 // stream's position and torch's CPU generator (gantry's own random numbers are keyed by step).
-checkpoint::StateDict training_state(GanStep& gan, const datasets::StreamPosition& position, int64_t step,
+checkpoint::StateDict training_state(GanStep& gan, const datasets::DataStream& stream, int64_t step,
                                      int64_t images_seen) {
   checkpoint::StateDict state;
   gan.save_state(state);
   state["train/step"] = torch::tensor(step, torch::kInt64);
   state["train/images_seen"] = torch::tensor(images_seen, torch::kInt64);
-  state["data/epoch"] = torch::tensor(position.epoch, torch::kInt64);
-  state["data/batch"] = torch::tensor(position.batch, torch::kInt64);
+  state["data/epoch"] = torch::tensor(stream.position().epoch, torch::kInt64);
+  state["data/batch"] = torch::tensor(stream.position().batch, torch::kInt64);
+  // What data/batch counts in: a resume with another train.batch_size converts it.
+  state["data/batch_size"] = torch::tensor(stream.global_batch(), torch::kInt64);
   state["rng/torch_cpu"] = at::detail::getDefaultCPUGenerator().get_state();
   return state;
 }
 
 void restore_training_state(const checkpoint::StateDict& state, GanStep& gan, datasets::DataStream& stream) {
   gan.load_state(state);
-  stream.set_position({state.at("data/epoch").item<int64_t>(), state.at("data/batch").item<int64_t>()});
+  // Checkpoints from before data/batch_size counted in batches of the run's size, as far as
+  // anyone can tell; an index past this epoch then moves to the next one rather than reading
+  // past its permutation.
+  const auto saved_batch = state.find("data/batch_size");
+  stream.resume_position({state.at("data/epoch").item<int64_t>(), state.at("data/batch").item<int64_t>()},
+                         saved_batch == state.end() ? stream.global_batch() : saved_batch->second.item<int64_t>());
   auto generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(state.at("rng/torch_cpu"));
 }
@@ -452,7 +459,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       // The digest of the state now live in this process: equal to the checkpoint's when the load
       // (and any resharding) reproduced it exactly.
       const std::string live = checkpoint::digest(
-          training_state(*gan, stream->position(), start_step, loaded->state.at("train/images_seen").item<int64_t>()));
+          training_state(*gan, *stream, start_step, loaded->state.at("train/images_seen").item<int64_t>()));
       reporter->message("gantry: resumed from " + loaded->dir + " (step " + std::to_string(start_step) +
                         ", saved by " + std::to_string(loaded->manifest.value("world_size", 0)) +
                         " rank(s)) in " + std::to_string(std::chrono::duration<double>(Clock::now() - load_start).count()) +
@@ -543,7 +550,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     const std::string waiting = seconds_since(t0);
     const auto t1 = Clock::now();
     settle_skips(done);
-    const auto state = training_state(*gan, stream->position(), done, done * d_steps * config.train.batch_size);
+    const auto state = training_state(*gan, *stream, done, done * d_steps * config.train.batch_size);
     if (async && proc.thread_multiple) {
       checkpointer.save_async(state, done, checkpoint_meta);
       async_step = done;
