@@ -81,6 +81,21 @@ TEST(Safetensors, DamageIsOneErrorNamingTheFileAndField) {
   expect_error([&] { parse_safetensors(changed("data_offsets", {8, 24}), "x.st"); }, "data_offsets[1]: 24 is out of range");
   expect_error([&] { parse_safetensors(changed("data_offsets", {16, 0}), "x.st"); }, "does not hold 16 bytes");
   expect_error([&] { parse_safetensors(changed("data_offsets", "0-16"), "x.st"); }, "not a [begin, end] pair");
+  // The tensors must tile the data: one region listed twice (allocated twice), a gap, bytes left over.
+  const std::string two = shard_bytes({{"a", torch::ones({4})}, {"b", torch::ones({4})}});
+  const std::string body2 = two.substr(two.size() - 32);
+  auto pair = [&](json a_offsets, json b_offsets, const std::string& data) {
+    return with_header({{"a", {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", a_offsets}}},
+                        {"b", {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", b_offsets}}}},
+                       data);
+  };
+  EXPECT_EQ(parse_safetensors(pair({0, 16}, {16, 32}, body2), "x.st").size(), 2u);
+  expect_error([&] { parse_safetensors(pair({0, 16}, {0, 16}, body2), "x.st"); },
+               "'b'.data_offsets: starts at byte 0 where the tensors before it end at 16 (overlapping data)");
+  expect_error([&] { parse_safetensors(pair({0, 16}, {0, 16}, body2.substr(16)), "x.st"); }, "overlapping data");
+  expect_error([&] { parse_safetensors(pair({16, 32}, {16, 32}, body2), "x.st"); }, "(a gap)");
+  expect_error([&] { parse_safetensors(changed("data_offsets", {0, 16}).append(4, '\0'), "x.st"); },
+               "x.st: data: 4 bytes after the last tensor's");
 }
 
 json good_manifest() {

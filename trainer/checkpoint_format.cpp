@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <tuple>
 
 namespace gantry::checkpoint {
 namespace {
@@ -126,7 +127,13 @@ std::map<std::string, torch::Tensor> parse_safetensors(std::string_view data, co
   }
   if (!header.is_object()) fail(file, "header", "not a JSON object");
   const std::string_view body = data.substr(8 + n);
-  std::map<std::string, torch::Tensor> out;
+  struct Entry {
+    std::string name;
+    torch::ScalarType dtype;
+    std::vector<int64_t> shape;
+    uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
     const std::string where = in_quotes(name);
@@ -142,9 +149,29 @@ std::map<std::string, torch::Tensor> parse_safetensors(std::string_view data, co
     if (end < begin || end - begin != nbytes)
       fail(file, where + ".data_offsets", "[" + std::to_string(begin) + ", " + std::to_string(end) + "] does not hold " +
                                               std::to_string(nbytes) + " bytes of the tensor's shape and dtype");
-    torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-    if (nbytes > 0) std::memcpy(t.data_ptr(), body.data() + begin, nbytes);
-    out.emplace(name, std::move(t));
+    entries.push_back({name, dtype, shape, begin, end});
+  }
+  // The tensors tile the data exactly, as the safetensors format requires: no two share bytes
+  // (a crafted header could otherwise list one region thousands of times and multiply what is
+  // allocated), no gaps, nothing after the last. Checked before anything is allocated.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+  });
+  uint64_t covered = 0;
+  for (const Entry& e : entries) {
+    if (e.begin != covered)
+      fail(file, in_quotes(e.name) + ".data_offsets",
+           "starts at byte " + std::to_string(e.begin) + " where the tensors before it end at " +
+               std::to_string(covered) + (e.begin < covered ? " (overlapping data)" : " (a gap)"));
+    covered = e.end;
+  }
+  if (covered != body.size())
+    fail(file, "data", std::to_string(body.size() - covered) + " bytes after the last tensor's (truncated header, or trailing bytes)");
+  std::map<std::string, torch::Tensor> out;
+  for (Entry& e : entries) {
+    torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
+    if (e.end > e.begin) std::memcpy(t.data_ptr(), body.data() + e.begin, e.end - e.begin);
+    out.emplace(std::move(e.name), std::move(t));
   }
   return out;
 }
