@@ -445,8 +445,8 @@ std::optional<Loaded> Checkpointer::load(const std::string& spec,
     try {
       Loaded loaded = load_one(dir);
       point_latest_at(dir, warn);
-      std::string newer;
-      for (const auto& other : list_checkpoints(options_.dir))
+      std::string newer;  // from rank 0's listing, as every rank has it
+      for (const auto& other : candidates)
         if (step_of(other) > step_of(dir)) newer += (newer.empty() ? "" : ", ") + fs::path(other).filename().string();
       if (!newer.empty())
         warn("resuming from " + fs::path(dir).filename().string() + ", the last commit; " + newer +

@@ -257,10 +257,6 @@ std::string run_label(const fs::path& run_dir) {
   return (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
 }
 
-}  // namespace
-
-namespace {
-
 // A CFS quota in whole cores, rounded up (a quota of 1.5 cores may keep 2 threads busy part of
 // the time); 0 for no quota.
 int quota_cores(long long quota, long long period) {
@@ -287,6 +283,9 @@ long long as_number(const std::string& s) {
   }
 }
 
+// The tighter of two limits, 0 meaning none.
+int tighter(int a, int b) { return a > 0 && (b == 0 || a < b) ? a : b; }
+
 // The smallest nonzero limit that `limit_in` reads in `top / path` or any directory between it
 // and `top`; 0 when none has one. In a container the path that /proc/self/cgroup gives may be the
 // host's and not exist under the container's mount: its ancestors, `top` among them, still count.
@@ -297,8 +296,7 @@ int smallest_limit(const fs::path& top, const std::string& path, Fn limit_in) {
   if (dir.native().rfind(root.native(), 0) != 0) dir = root;  // ".." out of the mount: only its root
   int best = 0;
   for (;;) {
-    const int limit = limit_in(dir);
-    if (limit > 0 && (best == 0 || limit < best)) best = limit;
+    best = tighter(limit_in(dir), best);
     if (dir == root || dir == dir.parent_path()) return best;
     dir = dir.parent_path();
   }
@@ -308,9 +306,6 @@ int smallest_limit(const fs::path& top, const std::string& path, Fn limit_in) {
 
 int cgroup_cpu_limit(const fs::path& root, const std::string& self) {
   int best = 0;
-  auto take = [&](int limit) {
-    if (limit > 0 && (best == 0 || limit < best)) best = limit;
-  };
   std::istringstream lines(self);
   for (std::string line; std::getline(lines, line);) {
     // hierarchy-ID:controller-list:cgroup-path
@@ -318,18 +313,18 @@ int cgroup_cpu_limit(const fs::path& root, const std::string& self) {
     if (b == std::string::npos) continue;
     const std::string id = line.substr(0, a), controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
     if (id == "0" && controllers.empty()) {  // cgroup v2: cpu.max is "QUOTA PERIOD" or "max PERIOD"
-      take(smallest_limit(root, path, [](const fs::path& dir) {
+      best = tighter(smallest_limit(root, path, [](const fs::path& dir) {
         const auto f = two_fields(dir / "cpu.max");
         return f ? quota_cores(as_number(f->first), as_number(f->second)) : 0;
-      }));
+      }), best);
     } else {
       std::istringstream names(controllers);
       for (std::string name; std::getline(names, name, ',');) {
         if (name != "cpu") continue;  // cgroup v1: the cpu controller's CFS quota (-1: none)
-        take(smallest_limit(root / controllers, path, [](const fs::path& dir) {
+        best = tighter(smallest_limit(root / controllers, path, [](const fs::path& dir) {
           const auto quota = two_fields(dir / "cpu.cfs_quota_us"), period = two_fields(dir / "cpu.cfs_period_us");
           return quota && period ? quota_cores(as_number(quota->first), as_number(period->first)) : 0;
-        }));
+        }), best);
       }
     }
   }
