@@ -132,9 +132,11 @@ StateDict read_shards(const fs::path& dir, const Manifest& manifest, const std::
 // The step of a step-NNNNNNNN directory.
 int64_t step_of(const std::string& dir) { return std::stoll(fs::path(dir).filename().string().substr(5)); }
 
-// "step-" and eight digits: what step_dir_name() makes.
+// What step_dir_name() makes: "step-" and the step, zero-padded to eight digits (more past 10^8).
 bool is_step_dir_name(const std::string& name) {
-  return name.size() == 13 && name.rfind("step-", 0) == 0 && name.find_first_not_of("0123456789", 5) == std::string::npos;
+  const bool digits = name.size() >= 13 && name.size() <= 5 + 18 && name.rfind("step-", 0) == 0 &&
+                      name.find_first_not_of("0123456789", 5) == std::string::npos;
+  return digits && step_dir_name(std::stoll(name.substr(5))) == name;
 }
 
 // Points `<root>/latest` at the sibling `name` atomically: a new file renamed over the old one.
@@ -227,6 +229,8 @@ void Checkpointer::save_async(const StateDict& state, int64_t step, json meta) {
     }
   });
 }
+
+std::string Checkpointer::take_warning() { return std::exchange(warning_, std::string()); }
 
 std::optional<std::string> Checkpointer::wait() {
   if (!worker_.joinable()) return std::nullopt;
@@ -332,9 +336,13 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       fs::remove_all(replaced);
       maybe_fault("before_latest", rank, step);
       write_latest(root, step_dir_name(step));
-      apply_retention(step);
+      warning_ = apply_retention(step);
     } catch (const std::exception& e) {
       error = e.what();
+      // Renamed but `latest` not moved: auto resumes from what `latest` names, and passes over this.
+      if (fs::exists(final_dir / "manifest.json"))
+        error += " (" + final_dir.filename().string() + " is complete on disk, but `latest` still names the " +
+                 "previous checkpoint, which --resume auto resumes from)";
     }
   }
   if (const std::string e = agree(comm_, error); !e.empty())
@@ -343,7 +351,8 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
   return final_dir.string();
 }
 
-void Checkpointer::apply_retention(int64_t committed_step) {
+std::string Checkpointer::apply_retention(int64_t committed_step) {
+  std::string failed;
   int64_t kept = 0;
   for (const auto& dir : list_checkpoints(options_.dir)) {  // newest first
     const int64_t step = step_of(dir);
@@ -352,8 +361,14 @@ void Checkpointer::apply_retention(int64_t committed_step) {
     if (step > committed_step) continue;
     if (kept++ < std::max<int64_t>(options_.keep_last, 1)) continue;  // the commit itself first
     if (options_.keep_every > 0 && step % options_.keep_every == 0) continue;
-    fs::remove_all(dir);
+    std::error_code ec;
+    if (fault_requested("retention", 0, committed_step)) ec = std::make_error_code(std::errc::permission_denied);
+    else fs::remove_all(dir, ec);
+    if (ec) failed += (failed.empty() ? "" : ", ") + dir + " (" + ec.message() + ")";
   }
+  if (failed.empty()) return "";
+  return "checkpoint " + (fs::path(options_.dir) / step_dir_name(committed_step)).string() +
+         " committed, but retention could not remove " + failed;
 }
 
 Loaded Checkpointer::load_one(const std::string& dir) {

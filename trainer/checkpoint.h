@@ -51,8 +51,11 @@ class Checkpointer {
   void clean_leftovers();
   // Collective. Writes, agrees and commits step-N; applies retention. `meta` goes into the
   // manifest. Returns the committed directory; throws CheckpointError on every rank when any
-  // rank failed, and then nothing is committed.
+  // rank failed, and then `latest` still names the previous checkpoint. A retention failure
+  // after the commit is no save failure: it waits in take_warning() (rank 0).
   std::string save(const StateDict& state, int64_t step, const nlohmann::json& meta);
+  // The warning of the last save (or of the async save that wait() returned), once; "" if none.
+  std::string take_warning();
   // Copies `state` into host buffers kept from the previous async save (no page faults after the
   // first), then runs save() over the copy on a background thread. Only the copy stalls the
   // caller. At most one save is in flight: this first waits for the previous one.
@@ -71,13 +74,14 @@ class Checkpointer {
  private:
   Loaded load_one(const std::string& dir);
   void point_latest_at(const std::string& dir, const std::function<void(const std::string&)>& warn);
-  void apply_retention(int64_t committed_step);
+  std::string apply_retention(int64_t committed_step);  // what it could not remove, as a warning
 
   comm::Communicator& comm_;
   Options options_;
   std::thread worker_;
   std::string worker_result_;
   std::exception_ptr worker_error_;
+  std::string warning_;
   StateDict host_buffers_;  // the async save's private copy, reused
 };
 

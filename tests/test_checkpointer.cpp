@@ -1,0 +1,135 @@
+// Tests: the Checkpointer's naming and commit at one rank (a world of size 1 is the same code
+// path as N; checkpoint_e2e.sh covers N ranks, crashes and resharding). Steps past 10^8 keep
+// being found by `latest`, auto and retention; a failure after the commit's rename says where
+// auto will resume; an old checkpoint that retention cannot remove leaves the commit standing.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "comm/communicator.h"
+#include "trainer/checkpoint.h"
+
+using namespace gantry;
+namespace fs = std::filesystem;
+
+namespace {
+comm::Runtime* g_runtime = nullptr;
+
+checkpoint::StateDict state_at(int64_t step) {
+  return {{"w", torch::full({3}, static_cast<float>(step))}, {"step", torch::tensor(step, torch::kInt64)}};
+}
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("gantry-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+std::vector<std::string> names(const std::vector<std::string>& dirs) {
+  std::vector<std::string> out;
+  for (const auto& d : dirs) out.push_back(fs::path(d).filename().string());
+  return out;
+}
+
+// Sets an environment variable for one scope.
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(const std::string& n, const std::string& value) : name(n) { ::setenv(n.c_str(), value.c_str(), 1); }
+  ~ScopedEnv() { ::unsetenv(name.c_str()); }
+};
+}  // namespace
+
+TEST(Checkpointer, StepsPastEightDigitsAreFoundByLatestAutoAndRetention) {
+  const fs::path root = fresh_dir("ckpt-names");
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {root.string(), 2, 0});
+  for (int64_t step : {99'999'999LL, 100'000'000LL, 1'234'567'890LL}) ckpt.save(state_at(step), step, {});
+
+  // Retention kept the two newest and removed the eight-digit one: the longer names sort by step.
+  EXPECT_EQ(names(checkpoint::list_checkpoints(root.string())),
+            (std::vector<std::string>{"step-1234567890", "step-100000000"}));
+  EXPECT_EQ(fs::path(checkpoint::read_latest(root.string())).filename(), "step-1234567890");
+  std::vector<std::string> warnings;
+  const auto loaded = ckpt.load("auto", [&](const std::string& w) { warnings.push_back(w); });
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->state.at("step").item<int64_t>(), 1'234'567'890);
+  EXPECT_TRUE(warnings.empty()) << warnings.front();
+
+  // Names step_dir_name() would not make are not checkpoints: no padding past 8 digits, 8 below.
+  fs::create_directories(root / "step-0100000000");
+  fs::create_directories(root / "step-1234567");
+  EXPECT_EQ(checkpoint::list_checkpoints(root.string()).size(), 2u);
+  std::ofstream(root / "latest") << "step-0100000000\n";
+  EXPECT_THROW(checkpoint::read_latest(root.string()), checkpoint::CheckpointError);
+  fs::remove_all(root);
+}
+
+TEST(Checkpointer, RenamedButLatestUnmovedSaysWhereAutoResumes) {
+  const fs::path root = fresh_dir("ckpt-latest");
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {root.string(), 3, 0});
+  ckpt.save(state_at(1), 1, {});
+  fs::create_directories(root / "latest.tmp");  // `latest` cannot be rewritten: its temp file is a folder
+  try {
+    ckpt.save(state_at(2), 2, {});
+    FAIL() << "the save did not report the failed `latest` update";
+  } catch (const checkpoint::CheckpointError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("not committed"), std::string::npos) << what;
+    EXPECT_NE(what.find("latest.tmp"), std::string::npos) << what;
+    EXPECT_NE(what.find("step-00000002 is complete on disk, but `latest` still names the previous checkpoint"),
+              std::string::npos)
+        << what;
+  }
+  // As the message says: latest names step 1, auto resumes there and warns about step 2.
+  EXPECT_EQ(fs::path(checkpoint::read_latest(root.string())).filename(), "step-00000001");
+  std::vector<std::string> warnings;
+  const auto loaded = ckpt.load("auto", [&](const std::string& w) { warnings.push_back(w); });
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->state.at("step").item<int64_t>(), 1);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("step-00000002"), std::string::npos) << warnings[0];
+  fs::remove_all(root);
+}
+
+TEST(Checkpointer, AnOldCheckpointRetentionCannotRemoveLeavesTheCommitStanding) {
+  const fs::path root = fresh_dir("ckpt-retention");
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {root.string(), 1, 0});
+  ckpt.save(state_at(1), 1, {});
+  ckpt.save(state_at(2), 2, {});  // removes step 1
+  EXPECT_EQ(ckpt.take_warning(), "");
+  std::string dir;
+  {
+    const ScopedEnv fault("GANTRY_CHECKPOINT_FAULT", "retention:0:3");  // removing step 2 fails
+    ASSERT_NO_THROW(dir = ckpt.save(state_at(3), 3, {}));
+  }
+  EXPECT_EQ(fs::path(dir).filename(), "step-00000003");
+  const std::string warning = ckpt.take_warning();
+  EXPECT_NE(warning.find("step-00000003 committed, but retention could not remove"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("step-00000002 (Permission denied)"), std::string::npos) << warning;
+  EXPECT_EQ(ckpt.take_warning(), "");  // told once
+  EXPECT_EQ(names(checkpoint::list_checkpoints(root.string())),
+            (std::vector<std::string>{"step-00000003", "step-00000002"}));
+  EXPECT_EQ(fs::path(checkpoint::read_latest(root.string())).filename(), "step-00000003");
+
+  // The next commit's retention removes both leftovers, and the async path reports warnings too.
+  ckpt.save(state_at(4), 4, {});
+  EXPECT_EQ(names(checkpoint::list_checkpoints(root.string())), (std::vector<std::string>{"step-00000004"}));
+  {
+    const ScopedEnv fault("GANTRY_CHECKPOINT_FAULT", "retention:0:5");
+    ckpt.save_async(state_at(5), 5, {});
+    EXPECT_EQ(fs::path(ckpt.wait().value()).filename(), "step-00000005");
+  }
+  EXPECT_NE(ckpt.take_warning().find("step-00000004 (Permission denied)"), std::string::npos);
+  fs::remove_all(root);
+}
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  comm::Runtime runtime(&argc, &argv);
+  g_runtime = &runtime;
+  return RUN_ALL_TESTS();
+}
