@@ -10,7 +10,7 @@
 
 #include "comm/communicator.h"
 #include "eval/evaluate.h"
-#include "gantry_version.h"
+#include "gantry_build.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/inspect.h"

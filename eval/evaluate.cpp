@@ -11,12 +11,14 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <numeric>
 #include <sstream>
 
 #include "eval/classifier.h"
 #include "eval/generator.h"
 #include "eval/metrics.h"
+#include "trainer/device.h"
 #include "trainer/images.h"
 
 namespace gantry::eval {
@@ -81,12 +83,18 @@ std::string truncation_note(double psi) {
   return s.str();
 }
 
+// Once the inputs are known good (a usage error stays one line): OpenBLAS on old kernels.
+void warn_if_blas_is_slow() {
+  if (const std::string w = blas_kernel_warning(); !w.empty()) std::cerr << "gantry: warning: " << w << "\n";
+}
+
 }  // namespace
 
 int64_t run_sample(const SampleOptions& o, std::ostream& out) {
   if (o.out.empty()) throw UsageError("sample needs --out FILE.png");
   check_truncation(o.truncation);
   TrainedGan gan = load_trained_gan(o.checkpoint, o.generator);
+  warn_if_blas_is_slow();
   if (gan.shape.height == 1) throw UsageError("sample draws image grids; " + gan.config.data.name + " has no images");
   const int64_t z_dim = gan.config.model.z_dim;
   int64_t rows = 0, cols = 0;
@@ -240,6 +248,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
   if (o.metric == "fid" && o.inception.empty()) throw UsageError("--metric fid needs --inception FILE (TorchScript)");
   TrainedGan gan = load_trained_gan(o.checkpoint, o.generator);
   const EvalData data = open_eval_data(gan.config, o.data);
+  warn_if_blas_is_slow();
   out << "gantry: " << o.metric << " of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan)
       << truncation_note(o.truncation) << "), "
       << data.test->name()

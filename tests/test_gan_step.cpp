@@ -142,6 +142,21 @@ TEST(Device, MemoryBytesComeFromCudaDevicesOnly) {
   EXPECT_GE(bytes->second, bytes->first);
 }
 
+// OpenBLAS on a CPU it does not recognise runs its SSE3 kernels (bench/RESULTS.md: 3.7x slower
+// matrix products on one): the warning names the core type to set, and stays quiet otherwise.
+TEST(Device, BlasWarningNamesTheCoreTypeWhereOpenBlasFellBackToOldKernels) {
+  const std::string avx512 = blas_kernel_warning("Prescott", true, true);
+  EXPECT_NE(avx512.find("runs its Prescott kernels"), std::string::npos) << avx512;
+  EXPECT_NE(avx512.find("OPENBLAS_CORETYPE=SkylakeX"), std::string::npos) << avx512;
+  EXPECT_NE(blas_kernel_warning("Sandybridge", true, false).find("OPENBLAS_CORETYPE=Haswell"), std::string::npos);
+  for (const char* fits : {"Haswell", "Zen", "SkylakeX", "COOPERLAKE", "SapphireRapids"})
+    EXPECT_EQ(blas_kernel_warning(fits, true, true), "") << fits;
+  EXPECT_EQ(blas_kernel_warning("Prescott", false, false), "") << "an SSE-only CPU: its kernels fit";
+  EXPECT_EQ(blas_kernel_warning("", true, true), "") << "not OpenBLAS";
+  // scripts/setup.sh makes OpenBLAS LibTorch's BLAS, and its core name is found at run time.
+  EXPECT_NE(openblas_core(), "") << "LibTorch's libblas.so.3 is not OpenBLAS (scripts/setup.sh selects it)";
+}
+
 TEST(Device, AutocastGuardRunsMatmulsInBf16AndNests) {
   torch::nn::Linear linear(4, 3);
   const torch::Tensor x = torch::randn({2, 4});

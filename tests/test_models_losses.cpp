@@ -200,6 +200,47 @@ TEST(Models, DcganTransposedConvolutionsMatchLibTorchsKernel) {
   }
 }
 
+// The MLPs' Linear layers (oneDNN's sgemm where gantry is built with it, trainer/models.cpp):
+// forward and every gradient as LibTorch's addmm gives them, at any batch, including one row
+// (whose bias broadcast is a view of the bias itself), and without touching the parameters.
+TEST(Models, MlpLinearLayersMatchLibTorchsLinearForwardAndBackward) {
+  Config c;
+  c.model.arch = "mlp";
+  c.model.z_dim = 16;
+  c.model.mlp.g_hidden = {32, 48};
+  c.model.mlp.d_hidden = {40, 24};
+  GanModels m = make_models(c, {1, 6, 6});
+  auto* d = m.d->as<MlpDiscriminatorImpl>();
+  ASSERT_NE(d, nullptr);
+  auto linear = [&](int i) { return d->net[i]->as<torch::nn::Linear>(); };
+  std::vector<torch::Tensor> before;
+  for (const auto& p : m.d->parameters()) before.push_back(p.detach().clone());
+  for (int64_t rows : {1, 3, 256}) {
+    const torch::Tensor x = torch::randn({rows, 36}, torch::requires_grad());
+    const torch::Tensor out = d->forward(x.view({rows, 1, 6, 6}));
+    torch::Tensor h = x;
+    for (int l = 0; l < 2; ++l) h = torch::leaky_relu(torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t()), 0.2);
+    const torch::Tensor expected = torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
+    EXPECT_TRUE(torch::allclose(out, expected, 1e-5, 1e-6)) << rows << " rows: " << (out - expected).abs().max();
+    std::vector<torch::Tensor> inputs{x};
+    for (const auto& p : m.d->parameters()) inputs.push_back(p);
+    const torch::Tensor weights = torch::randn({rows});  // a loss whose gradient differs per row
+    const auto got = torch::autograd::grad({(out * weights).sum()}, inputs);
+    const auto want = torch::autograd::grad({(expected * weights).sum()}, inputs);
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-4, 1e-5))
+          << rows << " rows, input " << i << ": " << (got[i] - want[i]).abs().max();
+  }
+  const auto after = m.d->parameters();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(after[i], before[i])) << "parameter " << i;
+  // One row at a time gives G's batch, and leaves G's bias alone.
+  torch::NoGradGuard no_grad;
+  const torch::Tensor z = torch::randn({4, 16});
+  const torch::Tensor batch = m.generate(z);
+  for (int64_t i = 0; i < 4; ++i)
+    EXPECT_TRUE(torch::allclose(m.generate(z.slice(0, i, i + 1).clone()), batch.slice(0, i, i + 1), 1e-5, 1e-6)) << i;
+}
+
 // model.mlp.d_dropout: in training mode each hidden unit is kept where the caller's uniform is
 // >= p and scaled by 1 / (1 - p), layer by layer from column 0, exactly as computed by hand here;
 // in eval mode D is the same network without dropout; make_models reports the draws it needs.

@@ -2,7 +2,11 @@
 #include "trainer/device.h"
 
 #include <ATen/autocast_mode.h>
+#include <dlfcn.h>
 #include <torch/version.h>
+
+#include <algorithm>
+#include <cctype>
 
 #if GANTRY_TORCH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -45,6 +49,37 @@ bool cpu_has_onednn_bf16() {
   return has;
 #else
   return false;
+#endif
+}
+
+std::string openblas_core() {
+  // Looked up at run time: LibTorch links libblas.so.3, which OpenBLAS is only when installed so.
+  using CoreName = char* (*)();
+  const auto name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  const char* core = name ? name() : nullptr;
+  return core ? core : "";
+}
+
+std::string blas_kernel_warning(const std::string& core, bool cpu_has_avx2_fma, bool cpu_has_avx512) {
+  if (core.empty() || !cpu_has_avx2_fma) return "";
+  std::string lower = core;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  // OpenBLAS's x86 kernel sets with AVX2 and FMA (0.3.21 names; later ones add to the list).
+  for (const char* fits : {"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", "excavator"})
+    if (lower == fits) return "";
+  const std::string suggested = cpu_has_avx512 ? "SkylakeX" : "Haswell";
+  return "OpenBLAS, LibTorch's BLAS here, runs its " + core + " kernels on this CPU, which has AVX2 and FMA" +
+         (cpu_has_avx512 ? " and AVX-512" : "") +
+         ": it did not recognise the CPU, and LibTorch's matrix products outside oneDNN run several times slower "
+         "than they could. Set OPENBLAS_CORETYPE=" + suggested + " in every rank's environment";
+}
+
+std::string blas_kernel_warning() {
+#if defined(__x86_64__) || defined(__i386__)
+  const bool avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return blas_kernel_warning(openblas_core(), avx2_fma, cpu_has_onednn_bf16() && __builtin_cpu_supports("avx512f"));
+#else
+  return "";
 #endif
 }
 

@@ -34,6 +34,19 @@ std::optional<std::pair<int64_t, int64_t>> device_memory_bytes(torch::Device dev
 // out 6 % off fp32 on an AVX2 Zen 1 EPYC; bench/RESULTS.md).
 bool cpu_has_onednn_bf16();
 
+// The kernels OpenBLAS chose for this CPU (its openblas_get_corename(), e.g. "Haswell"), when
+// LibTorch's BLAS is OpenBLAS (Debian's LibTorch calls whatever libblas.so.3 is installed); ""
+// for another BLAS.
+std::string openblas_core();
+
+// A warning when OpenBLAS runs kernels older than the CPU: on a CPU it does not recognise it falls
+// back to its SSE3 "Prescott" kernels, and every LibTorch matrix product outside oneDNN then runs
+// several times slower (3.7x on one such CPU, bench/RESULTS.md). Names the OPENBLAS_CORETYPE to
+// set. "" when the kernels fit: an AVX2 kernel set on an AVX2 + FMA CPU (or any on an older one).
+std::string blas_kernel_warning(const std::string& core, bool cpu_has_avx2_fma, bool cpu_has_avx512);
+// The same for this process's OpenBLAS and CPU.
+std::string blas_kernel_warning();
+
 // While alive, forward passes on `device` run in bf16 where autocast's op lists allow (matmuls,
 // convolutions) and in fp32 elsewhere. Nests; a disabled guard does nothing.
 class AutocastGuard {

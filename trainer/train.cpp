@@ -20,7 +20,7 @@
 
 #include "comm/watchdog.h"
 #include "datasets/stream.h"
-#include "gantry_version.h"
+#include "gantry_build.h"
 #include "trainer/augment.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device.h"
@@ -437,6 +437,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                     " thread(s) each, " + dataset->name() + " (" + std::to_string(dataset->size()) +
                     " records), " + config.model.arch + ", " + config.train.loss + ", global batch " +
                     std::to_string(config.train.batch_size) + ", run dir " + run_dir.string());
+  if (const std::string blas = blas_kernel_warning(); !blas.empty()) reporter->message("gantry: warning: " + blas);
   if (config.train.precision == "bf16" && device.is_cpu() && !cpu_has_onednn_bf16())
     reporter->message("gantry: warning: train.precision bf16 on a CPU without AVX-512: LibTorch's bf16 kernels here "
                       "are fallbacks (steps ran 6-28x slower than in fp32, and a convolution came out 6 % off); fp32 "
@@ -524,6 +525,10 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                    " of G's updates up to step " + std::to_string(done),
                s.d + s.g, s.longest_run);
   };
+  // Old checkpoints that retention could not remove: the commit stands, so training goes on.
+  auto report_retention = [&](const std::string& warning) {
+    if (!warning.empty()) reporter->message("gantry: warning: " + warning + "; training goes on");
+  };
   // Reports the async save in flight once it is done; a failed one goes to checkpoint_failed.
   int64_t async_step = 0;    // the async save in flight: its step and how long it stalled training
   double async_stall_s = 0;
@@ -532,6 +537,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       if (auto dir = checkpointer.wait()) {
         reporter->message("gantry: checkpoint " + *dir + " committed in the background");
         if (metrics.job) metrics.job->checkpoint_saved(async_step, async_stall_s);
+        report_retention(checkpointer.take_warning());
       }
     } catch (const checkpoint::CheckpointError& e) {
       if (metrics.job) metrics.job->checkpoint_failed();
@@ -557,6 +563,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     const std::string dir = checkpointer.save(state, done, checkpoint_meta);
     reporter->message("gantry: checkpoint " + dir + " (" + seconds_since(t0) + ")");
     if (metrics.job) metrics.job->checkpoint_saved(done, std::chrono::duration<double>(Clock::now() - t0).count());
+    report_retention(checkpointer.take_warning());
   };
   {  // Every replica starts from rank 0's parameters and buffers.
     std::vector<torch::Tensor> state = replica_state(models);
