@@ -10,6 +10,7 @@
 
 #include "trainer/augment.h"
 #include "trainer/device.h"
+#include "trainer/gemm_linear.h"
 #include "trainer/losses.h"
 #include "trainer/models.h"
 
@@ -231,8 +232,34 @@ TEST(Models, MlpLinearLayersMatchLibTorchsLinearForwardAndBackward) {
       EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-4, 1e-5))
           << rows << " rows, input " << i << ": " << (got[i] - want[i]).abs().max();
   }
+  // Differentiable backward (WGAN-GP's and R1's penalties): the gradient of |dD/dx|^2 with
+  // respect to D's parameters, through the input gradient taken with create_graph.
+  const torch::Tensor x = torch::randn({8, 36}, torch::requires_grad());
+  auto penalty = [&](const torch::Tensor& logits) {
+    const torch::Tensor dx = torch::autograd::grad({logits.sum()}, {x}, {}, true, true)[0];
+    return dx.pow(2).sum();
+  };
+  torch::Tensor h = x;
+  for (int l = 0; l < 2; ++l) h = torch::leaky_relu(torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t()), 0.2);
+  const torch::Tensor reference = torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
+  // allow_unused: the last bias does not reach the input gradient (nor, but through the
+  // LeakyReLUs' masks, do the others); an unused parameter's gradient counts as zeros.
+  const auto params = m.d->parameters();
+  auto penalty_grads = [&](const torch::Tensor& logits) {
+    auto g = torch::autograd::grad({penalty(logits)}, params, {}, false, false, /*allow_unused=*/true);
+    for (size_t i = 0; i < g.size(); ++i)
+      if (!g[i].defined()) g[i] = torch::zeros_like(params[i]);
+    return g;
+  };
+  const auto got = penalty_grads(d->forward(x.view({8, 1, 6, 6})));
+  const auto want = penalty_grads(reference);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-4, 1e-5)) << "penalty, parameter " << i << ": " << (got[i] - want[i]).abs().max();
+    if (i % 2 == 0) EXPECT_GT(want[i].abs().max().item<double>(), 0) << "the penalty reaches weight " << i;
+  }
   const auto after = m.d->parameters();
   for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(after[i], before[i])) << "parameter " << i;
+  ::testing::Test::RecordProperty("onednn_sgemm", gemm_linear_uses_onednn() ? "yes" : "no (nn::Linear)");
   // One row at a time gives G's batch, and leaves G's bias alone.
   torch::NoGradGuard no_grad;
   const torch::Tensor z = torch::randn({4, 16});

@@ -311,6 +311,7 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
   // 3. Rank 0 writes the manifest, renames step-N.tmp to step-N, then points `latest` at it.
   std::string error;
   if (rank == 0) {
+    bool renamed = false;
     try {
       json manifest = meta;
       manifest["format"] = kFormat;
@@ -332,18 +333,19 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       const fs::path replaced = final_dir.string() + ".replaced.tmp";
       if (fs::exists(final_dir)) fs::rename(final_dir, replaced);
       fs::rename(tmp_dir, final_dir);
+      renamed = true;
       fsync_dir(root);
       fs::remove_all(replaced);
       maybe_fault("before_latest", rank, step);
       write_latest(root, step_dir_name(step));
-      warning_ = apply_retention(step);
     } catch (const std::exception& e) {
       error = e.what();
-      // Renamed but `latest` not moved: auto resumes from what `latest` names, and passes over this.
-      if (fs::exists(final_dir / "manifest.json"))
-        error += " (" + final_dir.filename().string() + " is complete on disk, but `latest` still names the " +
-                 "previous checkpoint, which --resume auto resumes from)";
+      // Renamed but `latest` not (durably) moved: auto resumes from what `latest` names.
+      if (renamed)
+        error += " (" + final_dir.filename().string() + " is complete on disk, but `latest` may still name the " +
+                 "previous checkpoint, which --resume auto then resumes from)";
     }
+    if (error.empty()) warning_ = apply_retention(step);  // committed: what it cannot remove is a warning
   }
   if (const std::string e = agree(comm_, error); !e.empty())
     throw CheckpointError("checkpoint " + final_dir.string() + " not committed: " + e);
@@ -354,7 +356,13 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
 std::string Checkpointer::apply_retention(int64_t committed_step) {
   std::string failed;
   int64_t kept = 0;
-  for (const auto& dir : list_checkpoints(options_.dir)) {  // newest first
+  std::vector<std::string> dirs;
+  try {
+    dirs = list_checkpoints(options_.dir);  // newest first
+  } catch (const std::exception& e) {
+    failed = options_.dir + " (cannot list it: " + e.what() + ")";
+  }
+  for (const auto& dir : dirs) {
     const int64_t step = step_of(dir);
     // Past the commit: a branch that a resume from an earlier checkpoint went back past. Ranked
     // by step, the new commits would sort below it and be deleted at once.
@@ -364,7 +372,7 @@ std::string Checkpointer::apply_retention(int64_t committed_step) {
     std::error_code ec;
     if (fault_requested("retention", 0, committed_step)) ec = std::make_error_code(std::errc::permission_denied);
     else fs::remove_all(dir, ec);
-    if (ec) failed += (failed.empty() ? "" : ", ") + dir + " (" + ec.message() + ")";
+    if (ec) failed += (failed.empty() ? "" : ", ") + dir + " (" + ec.message() + "; it may be partly removed)";
   }
   if (failed.empty()) return "";
   return "checkpoint " + (fs::path(options_.dir) / step_dir_name(committed_step)).string() +

@@ -525,9 +525,9 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                    " of G's updates up to step " + std::to_string(done),
                s.d + s.g, s.longest_run);
   };
-  // Old checkpoints that retention could not remove: the commit stands, so training goes on.
+  // Old checkpoints that retention could not remove: the commit stands.
   auto report_retention = [&](const std::string& warning) {
-    if (!warning.empty()) reporter->message("gantry: warning: " + warning + "; training goes on");
+    if (!warning.empty()) reporter->message("gantry: warning: " + warning);
   };
   // Reports the async save in flight once it is done; a failed one goes to checkpoint_failed.
   int64_t async_step = 0;    // the async save in flight: its step and how long it stalled training
