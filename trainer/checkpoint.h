@@ -51,8 +51,9 @@ class Checkpointer {
   void clean_leftovers();
   // Collective. Writes, agrees and commits step-N; applies retention. `meta` goes into the
   // manifest. Returns the committed directory; throws CheckpointError on every rank when any
-  // rank failed, and then `latest` still names the previous checkpoint. A retention failure
-  // after the commit is no save failure: it waits in take_warning() (rank 0).
+  // rank failed, and then `latest` names the previous checkpoint (or may, when only its update
+  // failed; the message says so). A retention failure after the commit is no save failure: it
+  // waits in take_warning() (rank 0).
   std::string save(const StateDict& state, int64_t step, const nlohmann::json& meta);
   // The warning of the last save (or of the async save that wait() returned), once; "" if none.
   std::string take_warning();
