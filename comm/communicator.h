@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -96,6 +97,14 @@ class Communicator {
   // backend's in-flight collectives so that nothing waits on them (NCCL: ncclCommAbort, as
   // PyTorch's NCCL watchdog does). MPI's are ended by the MPI_Abort that follows: nothing here.
   virtual void abort() {}
+  // Called by the watchdog's thread. A backend whose collectives go on running on a device after
+  // the call has returned (NCCL) describes the oldest one that has been running there for
+  // `older_than` or longer, or an asynchronous error the backend has reported; "" when there is
+  // neither. A caller blocked inside a collective is the watchdog's own to see: MPI has nothing here.
+  virtual std::string device_stall(std::chrono::duration<double> older_than) {
+    (void)older_than;
+    return {};
+  }
 
   // Conveniences over the primitives above.
   void all_reduce(torch::Tensor& tensor, ReduceOp op);

@@ -2,11 +2,18 @@
 // the ncclUniqueId; each rank takes the GPU of its local rank. Collectives run on a dedicated
 // stream that waits on an event recorded on the caller's current stream, and the caller's
 // stream waits on an event recorded after them: ordering by events, never by host syncs.
+// Every collective stays on a list until its event has fired, so that the watchdog's thread can
+// name one that never completes on the GPU (a peer that never arrived), as PyTorch's NCCL
+// watchdog does: the host returned from it long ago, and would otherwise hang at its next sync.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <deque>
 #include <map>
+#include <mutex>
 
 #include "comm/communicator.h"
 
@@ -58,17 +65,35 @@ cudaStream_t current_stream(int device) {
 #endif
 }
 
+// An event, destroyed with its last owner (the Work and the list of collectives in flight).
+struct Event {
+  cudaEvent_t event = nullptr;
+  Event() { GANTRY_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming)); }
+  ~Event() { cudaEventDestroy(event); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+};
+
 // Makes the caller's current stream wait for an event recorded after the collective.
 class EventWork final : public Work {
  public:
-  EventWork(cudaEvent_t done, int device) : done_(done), device_(device) {}
-  ~EventWork() override { cudaEventDestroy(done_); }
-  void wait() override { GANTRY_CUDA_CHECK(cudaStreamWaitEvent(current_stream(device_), done_, 0)); }
+  EventWork(std::shared_ptr<Event> done, int device) : done_(std::move(done)), device_(device) {}
+  void wait() override { GANTRY_CUDA_CHECK(cudaStreamWaitEvent(current_stream(device_), done_->event, 0)); }
 
  private:
-  cudaEvent_t done_;
+  std::shared_ptr<Event> done_;
   int device_;
 };
+
+// "all_reduce of 1,048,576 float32 elements"
+std::string describe(const char* what, int64_t elements, torch::ScalarType type) {
+  std::string digits = std::to_string(elements), grouped;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) grouped += ',';
+    grouped += digits[i];
+  }
+  return std::string(what) + " of " + grouped + " " + std::string(c10::toString(type)) + " elements";
+}
 
 class NcclCommunicator final : public Communicator {
  public:
@@ -151,20 +176,25 @@ class NcclCommunicator final : public Communicator {
     order_after_caller();
     GANTRY_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                     nccl_type(tensor.scalar_type()), nccl_op, comm_, stream_));
-    return std::make_shared<EventWork>(record_done(), device_);
+    return std::make_shared<EventWork>(record_done(describe("all_reduce", tensor.numel(), tensor.scalar_type())),
+                                       device_);
   }
 
   void broadcast(std::vector<torch::Tensor>& tensors, int root) override {
     if (on_host(tensors, "broadcast")) return bootstrap_->broadcast(tensors, root);
     order_after_caller();
     GANTRY_NCCL_CHECK(ncclGroupStart());
+    int64_t elements = 0;
     for (auto& t : tensors) {
       check_cuda(t, "broadcast");
       GANTRY_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                       nccl_type(t.scalar_type()), root, comm_, stream_));
+      elements += t.numel();
     }
     GANTRY_NCCL_CHECK(ncclGroupEnd());
-    EventWork(record_done(), device_).wait();
+    const torch::ScalarType type = tensors.empty() ? torch::kUInt8 : tensors.front().scalar_type();
+    const std::string what = "broadcast from rank " + std::to_string(root) + (tensors.size() > 1 ? " (a list)" : "");
+    EventWork(record_done(describe(what.c_str(), elements, type)), device_).wait();
   }
 
   void barrier() override {
@@ -174,7 +204,58 @@ class NcclCommunicator final : public Communicator {
 
   std::vector<std::string> all_gather(const std::string& bytes) override { return bootstrap_->all_gather(bytes); }
 
+  std::string device_stall(std::chrono::duration<double> older_than) override {
+    if (aborted_) return {};
+    // This runs on the watchdog's thread, whose current device would otherwise be GPU 0: a
+    // context there for every rank of the node.
+    if (cudaSetDevice(device_) != cudaSuccess) return {};
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess && !in_progress(async))
+      return std::string("NCCL reported an asynchronous error on GPU ") + std::to_string(device_) + ": " +
+             ncclGetErrorString(async) + last_error();
+    std::lock_guard<std::mutex> lock(in_flight_mutex_);
+    const cudaError_t rc = retire_completed();
+    if (in_flight_.empty()) return {};
+    const InFlight& oldest = in_flight_.front();
+    const std::chrono::duration<double> age = std::chrono::steady_clock::now() - oldest.queued;
+    if (age < older_than) return {};
+    char head[160];
+    std::snprintf(head, sizeof head, "NCCL collective %llu of this communicator, ",
+                  static_cast<unsigned long long>(oldest.number));
+    char tail[200];
+    std::snprintf(tail, sizeof tail, ", queued %.1f s ago, has not completed on GPU %d (%zu collective(s) behind it)",
+                  age.count(), device_, in_flight_.size() - 1);
+    std::string out = head + oldest.what + tail;
+    if (rc != cudaErrorNotReady) out += std::string("; cudaEventQuery: ") + cudaGetErrorString(rc);
+    return out;
+  }
+
  private:
+  // ncclInProgress (NCCL 2.14) is a non-blocking communicator's state, not an error.
+  static bool in_progress(ncclResult_t rc) {
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+    return rc == ncclInProgress;
+#else
+    (void)rc;
+    return false;
+#endif
+  }
+  // NCCL's own words on the last error, where it has them (2.13 and later).
+  std::string last_error() const {
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 13, 0)
+    const char* words = ncclGetLastError(comm_);
+    if (words && *words) return std::string(" (") + words + ")";
+#endif
+    return {};
+  }
+  // A collective queued on stream_ whose event has not fired yet.
+  struct InFlight {
+    uint64_t number;
+    std::string what;
+    std::shared_ptr<Event> done;
+    std::chrono::steady_clock::time_point queued;
+  };
+
   static bool on_host(const std::vector<torch::Tensor>& tensors, const char* what) {
     size_t host = 0;
     for (const auto& t : tensors) host += t.device().is_cpu();
@@ -196,11 +277,26 @@ class NcclCommunicator final : public Communicator {
     GANTRY_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
     GANTRY_CUDA_CHECK(cudaEventDestroy(ready));  // released once recorded work completes
   }
-  cudaEvent_t record_done() {
-    cudaEvent_t done;
-    GANTRY_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-    GANTRY_CUDA_CHECK(cudaEventRecord(done, stream_));
+  // The event after the collective just queued, which stays on the list of those in flight
+  // until it fires.
+  std::shared_ptr<Event> record_done(std::string what) {
+    auto done = std::make_shared<Event>();
+    GANTRY_CUDA_CHECK(cudaEventRecord(done->event, stream_));
+    std::lock_guard<std::mutex> lock(in_flight_mutex_);
+    retire_completed();  // the list is as long as the GPU is behind the host, no longer
+    in_flight_.push_back({++queued_, std::move(what), done, std::chrono::steady_clock::now()});
     return done;
+  }
+  // Under in_flight_mutex_: drops the collectives that have completed, oldest first, and returns
+  // the oldest remaining one's status (cudaErrorNotReady while it runs).
+  cudaError_t retire_completed() {
+    while (!in_flight_.empty()) {
+      const cudaError_t rc = cudaEventQuery(in_flight_.front().done->event);
+      if (rc == cudaErrorNotReady) (void)cudaGetLastError();  // else LibTorch's next launch check reports it
+      if (rc != cudaSuccess) return rc;
+      in_flight_.pop_front();
+    }
+    return cudaSuccess;
   }
 
   std::unique_ptr<Communicator> bootstrap_;
@@ -208,6 +304,9 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_ = nullptr;
   std::atomic<bool> aborted_{false};
   cudaStream_t stream_ = nullptr;
+  std::mutex in_flight_mutex_;  // guards in_flight_ and queued_: the watchdog's thread reads them
+  std::deque<InFlight> in_flight_;
+  uint64_t queued_ = 0;
 };
 
 }  // namespace

@@ -16,12 +16,7 @@ namespace {
 
 constexpr int kRequestTag = 1, kReplyTag = 2;
 constexpr double kAnswerWait_s = 5;  // how long a timed-out rank waits for the others' answers
-
-// What a rank says of itself: step, collectives entered, the one blocked in (0: none) and for
-// how many milliseconds.
-struct Status {
-  int64_t step, seq, blocked_seq, blocked_ms;
-};
+using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
@@ -32,8 +27,8 @@ struct Watchdog::Impl {
   int rank = 0, size = 1;
 };
 
-Watchdog::Watchdog(const Runtime& runtime, double timeout_s)
-    : runtime_(runtime), timeout_s_(timeout_s), impl_(std::make_unique<Impl>()) {
+Watchdog::Watchdog(const Runtime& runtime, double timeout_s, AbortJob abort_job)
+    : runtime_(runtime), timeout_s_(timeout_s), abort_job_(std::move(abort_job)), impl_(std::make_unique<Impl>()) {
   impl_->rank = runtime.info().rank;
   impl_->size = runtime.info().world_size;
   // Without MPI_THREAD_MULTIPLE this thread may not call MPI: it still aborts on a timeout, but
@@ -61,7 +56,7 @@ Watchdog::Blocked Watchdog::block(const char* what, int64_t seq) {
   std::lock_guard<std::mutex> lock(mutex_);
   what_ = what;
   blocked_seq_ = seq;
-  since_ = std::chrono::steady_clock::now();
+  since_ = Clock::now();
   return Blocked(this);
 }
 
@@ -71,121 +66,165 @@ Watchdog::Blocked::~Blocked() {
   dog_->what_ = nullptr;
 }
 
-void Watchdog::run() {
-  using Clock = std::chrono::steady_clock;
-  auto status = [&] {
-    std::lock_guard<std::mutex> lock(mutex_);
-    const int64_t ms = what_ ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since_).count() : 0;
-    return Status{step_.load(), seq_.load(), what_ ? blocked_seq_ : 0, ms};
-  };
-  // Answers every status request that has arrived.
-  auto answer = [&] {
-    if (impl_->side == MPI_COMM_NULL) return;
-    for (;;) {
-      int arrived = 0;
-      MPI_Status st;
-      MPI_Test(&impl_->request, &arrived, &st);
-      if (!arrived) return;
-      const Status mine = status();
-      MPI_Send(&mine, sizeof mine, MPI_BYTE, st.MPI_SOURCE, kReplyTag, impl_->side);
-      MPI_Irecv(&impl_->request_buf, 1, MPI_INT64_T, MPI_ANY_SOURCE, kRequestTag, impl_->side, &impl_->request);
-    }
-  };
-  while (!stop_) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    answer();
-    std::string what;
-    Status mine{};
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!what_ || std::chrono::duration<double>(Clock::now() - since_).count() < timeout_s_) continue;
-      what = what_;
-    }
-    mine = status();
-    char head[256];
-    std::snprintf(head, sizeof head,
-                  "gantry: rank %d: watchdog: %s (collective #%lld, step %lld) has not completed in %g s (comm.timeout_s)",
-                  impl_->rank, what.c_str(), static_cast<long long>(mine.blocked_seq), static_cast<long long>(mine.step),
-                  timeout_s_);
-    std::string report = head;
-    if (impl_->side == MPI_COMM_NULL) {
-      report += "; the other ranks cannot be asked (MPI without MPI_THREAD_MULTIPLE)";
-    } else {
-      const int64_t ask = 1;
-      for (int r = 0; r < impl_->size; ++r)
-        if (r != impl_->rank) MPI_Send(&ask, 1, MPI_INT64_T, r, kRequestTag, impl_->side);
-      std::vector<bool> answered(impl_->size, false);
-      std::vector<Status> theirs(impl_->size);
-      int pending = impl_->size - 1;
-      const auto deadline = Clock::now() + std::chrono::duration<double>(kAnswerWait_s);
-      while (pending > 0 && Clock::now() < deadline) {
-        answer();  // another rank may be asking too
-        int arrived = 0;
-        MPI_Status st;
-        MPI_Iprobe(MPI_ANY_SOURCE, kReplyTag, impl_->side, &arrived, &st);
-        if (!arrived) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(5));
-          continue;
-        }
-        Status s;
-        MPI_Recv(&s, sizeof s, MPI_BYTE, st.MPI_SOURCE, kReplyTag, impl_->side, MPI_STATUS_IGNORE);
-        if (!answered[st.MPI_SOURCE]) --pending;
-        answered[st.MPI_SOURCE] = true;
-        theirs[st.MPI_SOURCE] = s;
-      }
-      std::string missing, silent;
-      for (int r = 0; r < impl_->size; ++r) {
-        if (r == impl_->rank) continue;
-        if (!answered[r]) {
-          silent += (silent.empty() ? "" : ", ") + std::to_string(r);
-          continue;
-        }
-        const Status& s = theirs[r];
-        if (s.seq >= mine.blocked_seq) continue;  // it has entered this collective
-        char where[160];
-        if (s.blocked_seq > 0)
-          std::snprintf(where, sizeof where, "at step %lld, blocked %lld ms in collective #%lld",
-                        static_cast<long long>(s.step), static_cast<long long>(s.blocked_ms),
-                        static_cast<long long>(s.blocked_seq));
-        else
-          std::snprintf(where, sizeof where, "at step %lld, in no collective, last entered #%lld",
-                        static_cast<long long>(s.step), static_cast<long long>(s.seq));
-        missing += "; rank " + std::to_string(r) + " has not arrived (" + where + ")";
-      }
-      report += missing.empty() && silent.empty() ? "; every rank has arrived (the transport itself is stuck)" : missing;
-      if (!silent.empty()) report += "; no answer from rank(s) " + silent + " (dead, or MPI itself is stuck)";
-    }
-    // Tear down the backends' own collectives first (NCCL's would otherwise keep the GPU busy).
-    std::vector<std::pair<std::string, std::function<void()>>> hooks;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (const auto& [id, hook] : abort_hooks_) hooks.push_back(hook);
-    }
-    std::string aborted;
-    for (const auto& [name, hook] : hooks) {
-      try {
-        hook();
-        aborted += (aborted.empty() ? "" : ", ") + name;
-      } catch (const std::exception& e) {
-        aborted += (aborted.empty() ? "" : ", ") + name + " (failed: " + e.what() + ")";
-      }
-    }
-    std::fprintf(stderr, "%s; aborted %zu communicator(s)%s and now the job\n", report.c_str(), hooks.size(),
-                 aborted.empty() ? "" : (" (" + aborted + ")").c_str());
-    std::fflush(stderr);
-    runtime_.abort(3);
+Watchdog::Status Watchdog::status() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t ms = what_ ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since_).count() : 0;
+  return Status{step_.load(), seq_.load(), what_ ? blocked_seq_ : 0, ms};
+}
+
+// Answers every status request that has arrived on the side channel.
+void Watchdog::answer_requests() {
+  if (impl_->side == MPI_COMM_NULL) return;
+  for (;;) {
+    int arrived = 0;
+    MPI_Status st;
+    MPI_Test(&impl_->request, &arrived, &st);
+    if (!arrived) return;
+    const Status mine = status();
+    MPI_Send(&mine, sizeof mine, MPI_BYTE, st.MPI_SOURCE, kReplyTag, impl_->side);
+    MPI_Irecv(&impl_->request_buf, 1, MPI_INT64_T, MPI_ANY_SOURCE, kRequestTag, impl_->side, &impl_->request);
   }
 }
 
-int Watchdog::add_abort_hook(std::string name, std::function<void()> hook) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  abort_hooks_[next_hook_] = {std::move(name), std::move(hook)};
-  return next_hook_++;
+void Watchdog::run() {
+  while (!stop_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    answer_requests();
+    const Status mine = status();
+    std::string report;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (what_ && std::chrono::duration<double>(Clock::now() - since_).count() >= timeout_s_) {
+        char head[256];
+        std::snprintf(head, sizeof head,
+                      "gantry: rank %d: watchdog: %s (collective #%lld, step %lld) has not completed in %g s "
+                      "(comm.timeout_s)",
+                      impl_->rank, what_, static_cast<long long>(blocked_seq_), static_cast<long long>(mine.step),
+                      timeout_s_);
+        report = head;
+      }
+    }
+    if (report.empty()) report = device_stalls();
+    if (report.empty()) continue;
+    end_job(report + others_report(mine));
+    return;  // only where abort_job_ returned (tests)
+  }
 }
 
-void Watchdog::remove_abort_hook(int id) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  abort_hooks_.erase(id);
+// The first watched communicator's description of a collective stalled on its device, as the
+// head of a report; "" when none has one.
+std::string Watchdog::device_stalls() {
+  std::lock_guard<std::mutex> lock(watched_mutex_);
+  for (const auto& [id, watched] : watched_) {
+    std::string stall;
+    try {
+      stall = watched.second->device_stall(std::chrono::duration<double>(timeout_s_));
+    } catch (const std::exception&) {
+      continue;  // the training thread meets the same error at its next call
+    }
+    if (stall.empty()) continue;
+    char head[128], tail[128];
+    std::snprintf(head, sizeof head, "gantry: rank %d: watchdog: %s: ", impl_->rank, watched.first.c_str());
+    std::snprintf(tail, sizeof tail, " (step %lld; comm.timeout_s %g s)", static_cast<long long>(step_.load()),
+                  timeout_s_);
+    return head + stall + tail;
+  }
+  return {};
+}
+
+// Asks every other rank where it is. For a collective this rank is blocked in, names the ranks
+// that have not entered it; for one stalled on the device, says where each rank is.
+std::string Watchdog::others_report(const Status& mine) {
+  if (impl_->size == 1) return {};
+  if (impl_->side == MPI_COMM_NULL) return "; the other ranks cannot be asked (MPI without MPI_THREAD_MULTIPLE)";
+  const int64_t ask = 1;
+  for (int r = 0; r < impl_->size; ++r)
+    if (r != impl_->rank) MPI_Send(&ask, 1, MPI_INT64_T, r, kRequestTag, impl_->side);
+  std::vector<bool> answered(impl_->size, false);
+  std::vector<Status> theirs(impl_->size);
+  int pending = impl_->size - 1;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(kAnswerWait_s);
+  while (pending > 0 && Clock::now() < deadline) {
+    answer_requests();  // another rank may be asking too
+    int arrived = 0;
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, kReplyTag, impl_->side, &arrived, &st);
+    if (!arrived) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    Status s;
+    MPI_Recv(&s, sizeof s, MPI_BYTE, st.MPI_SOURCE, kReplyTag, impl_->side, MPI_STATUS_IGNORE);
+    if (!answered[st.MPI_SOURCE]) --pending;
+    answered[st.MPI_SOURCE] = true;
+    theirs[st.MPI_SOURCE] = s;
+  }
+  // "at step 12, blocked 3004 ms in collective #40" or "at step 12, in no collective, last entered #39"
+  auto where = [](const Status& s) {
+    char words[160];
+    if (s.blocked_seq > 0)
+      std::snprintf(words, sizeof words, "at step %lld, blocked %lld ms in collective #%lld",
+                    static_cast<long long>(s.step), static_cast<long long>(s.blocked_ms),
+                    static_cast<long long>(s.blocked_seq));
+    else
+      std::snprintf(words, sizeof words, "at step %lld, in no collective, last entered #%lld",
+                    static_cast<long long>(s.step), static_cast<long long>(s.seq));
+    return std::string(words);
+  };
+  std::string out, silent;
+  const bool host_blocked = mine.blocked_seq > 0;
+  if (!host_blocked) out = "; this rank is " + where(mine);
+  for (int r = 0; r < impl_->size; ++r) {
+    if (r == impl_->rank) continue;
+    if (!answered[r]) {
+      silent += (silent.empty() ? "" : ", ") + std::to_string(r);
+      continue;
+    }
+    const Status& s = theirs[r];
+    if (!host_blocked)
+      out += "; rank " + std::to_string(r) + " is " + where(s);
+    else if (s.seq < mine.blocked_seq)  // it has not entered this collective
+      out += "; rank " + std::to_string(r) + " has not arrived (" + where(s) + ")";
+  }
+  if (host_blocked && out.empty() && silent.empty()) out = "; every rank has arrived (the transport itself is stuck)";
+  if (!silent.empty()) out += "; no answer from rank(s) " + silent + " (dead, or MPI itself is stuck)";
+  return out;
+}
+
+// Tears down the watched communicators' own collectives first (NCCL's would otherwise keep the
+// GPU busy), then ends the job.
+void Watchdog::end_job(const std::string& report) {
+  std::string aborted;
+  size_t count = 0;
+  {
+    std::lock_guard<std::mutex> lock(watched_mutex_);
+    for (const auto& [id, watched] : watched_) {
+      ++count;
+      try {
+        watched.second->abort();
+        aborted += (aborted.empty() ? "" : ", ") + watched.first;
+      } catch (const std::exception& e) {
+        aborted += (aborted.empty() ? "" : ", ") + watched.first + " (failed: " + e.what() + ")";
+      }
+    }
+  }
+  const std::string full = report + "; aborted " + std::to_string(count) + " communicator(s)" +
+                           (aborted.empty() ? "" : " (" + aborted + ")") + " and now the job";
+  if (abort_job_) return abort_job_(full);
+  std::fprintf(stderr, "%s\n", full.c_str());
+  std::fflush(stderr);
+  runtime_.abort(3);
+}
+
+int Watchdog::add_watched(std::string name, Communicator* comm) {
+  std::lock_guard<std::mutex> lock(watched_mutex_);
+  watched_[next_watched_] = {std::move(name), comm};
+  return next_watched_++;
+}
+
+void Watchdog::remove_watched(int id) {
+  std::lock_guard<std::mutex> lock(watched_mutex_);
+  watched_.erase(id);
 }
 
 namespace {
@@ -225,8 +264,8 @@ class WatchedCommunicator final : public Communicator {
   WatchedCommunicator(std::unique_ptr<Communicator> inner, Watchdog& dog)
       : inner_(std::move(inner)),
         dog_(dog),
-        hook_(dog.add_abort_hook(inner_->backend_name(), [c = inner_.get()] { c->abort(); })) {}
-  ~WatchedCommunicator() override { dog_.remove_abort_hook(hook_); }
+        watched_(dog.add_watched(inner_->backend_name(), inner_.get())) {}
+  ~WatchedCommunicator() override { dog_.remove_watched(watched_); }
   using Communicator::all_reduce;
 
   int rank() const override { return inner_->rank(); }
@@ -255,6 +294,9 @@ class WatchedCommunicator final : public Communicator {
     return inner_->all_gather(bytes);
   }
   void abort() override { inner_->abort(); }
+  std::string device_stall(std::chrono::duration<double> older_than) override {
+    return inner_->device_stall(older_than);
+  }
 
  private:
   Watchdog::Blocked enter(const char* what) {
@@ -264,7 +306,7 @@ class WatchedCommunicator final : public Communicator {
 
   std::unique_ptr<Communicator> inner_;
   Watchdog& dog_;
-  int hook_;
+  int watched_;
 };
 
 }  // namespace

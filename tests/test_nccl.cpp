@@ -1,7 +1,8 @@
 // Tests (run under mpirun; every case skips where this build has no NCCL or no GPU is visible):
 // the NCCL communicator on CUDA tensors. Exact sums and averages per dtype, collectives ordered
 // after the caller's stream, host tensors routed through the MPI bootstrap, broadcast, the
-// bucketed reducer with overlap on and off and at one rank, ncclCommAbort, and more ranks than GPUs on a node
+// bucketed reducer with overlap on and off and at one rank, what the watchdog is told of a
+// collective that has not run on the GPU, ncclCommAbort, and more ranks than GPUs on a node
 // as one clear error. scripts/gpu_check.sh runs it on a GPU machine.
 #include <gtest/gtest.h>
 
@@ -198,6 +199,27 @@ TEST(NcclCommunicator, ReducerBucketsOnTheGpuEvenAtOneRank) {
       }
       EXPECT_GT(reducer->bytes_reduced(), 0);
     }
+}
+
+// What the watchdog's thread asks at every poll: a collective still queued behind a busy stream
+// is named, with its size, once it is older than the timeout asked about; nothing is said
+// before that, or after it has run.
+TEST(NcclCommunicator, DeviceStallNamesACollectiveThatHasNotRunOnTheGpu) {
+  GANTRY_NEEDS_NCCL();
+  auto comm = make();
+  torch::Tensor busy = torch::randn({4096, 4096}, torch::TensorOptions().device(gpu()));
+  torch::Tensor t = torch::ones({1 << 20}, torch::TensorOptions().device(gpu()));
+  EXPECT_EQ(comm->device_stall(std::chrono::seconds(0)), "");
+  for (int i = 0; i < 100; ++i) busy = torch::mm(busy, busy).div_(busy.size(0));  // ~0.3 s on an H100
+  auto work = comm->all_reduce_async(t, ReduceOp::kSum);
+  const std::string stall = comm->device_stall(std::chrono::seconds(0));
+  EXPECT_NE(stall.find("all_reduce of 1,048,576 Float elements"), std::string::npos) << stall;
+  EXPECT_NE(stall.find("has not completed on GPU"), std::string::npos) << stall;
+  EXPECT_EQ(comm->device_stall(std::chrono::seconds(60)), "") << "a collective younger than the timeout";
+  work->wait();
+  torch::cuda::synchronize();
+  EXPECT_EQ(comm->device_stall(std::chrono::seconds(0)), "") << "a collective that has run";
+  EXPECT_EQ(t.max().item<double>(), comm->world_size());
 }
 
 // What the watchdog does before MPI_Abort: ncclCommAbort returns, the communicator is then
