@@ -23,6 +23,16 @@ inline Config small_dcgan_config(const std::string& loss = "non-saturating") {
   return c;
 }
 
+// The smallest MLP GAN config for 28x28x1 data (z 8, G 8 -> 16 -> 784, D 784 -> 16 -> 8 -> 1): its
+// Linear layers are gantry's own (GemmLinear), so GanStep's tests run them through every loss.
+inline Config small_mlp_config(const std::string& loss = "non-saturating") {
+  Config c = small_dcgan_config(loss);
+  c.model.arch = "mlp";
+  c.model.mlp.g_hidden = {16};
+  c.model.mlp.d_hidden = {16, 8};
+  return c;
+}
+
 // Ten D and G updates of the small DCGAN on `device`, reduced through `comm` with overlap on or
 // off and tiny buckets (many per backward), each rank on its own rows of seeded data; returns
 // every parameter of G then D, on the CPU. The same seed gives the same initial models.

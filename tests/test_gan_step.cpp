@@ -1,5 +1,6 @@
-// Tests: one D and one G update with every loss on a single rank: each update moves only its own
-// network, the statistics are finite, and WGAN-GP's reported D loss includes the penalty.
+// Tests: one D and one G update with every loss, DCGAN and MLP, on a single rank: each update
+// moves only its own network, by the loss's gradient, the statistics are finite, and WGAN-GP's
+// reported D loss includes the penalty.
 // train.device and train.precision: device resolution, the autocast guard, and bf16 updates
 // that keep fp32 weights and follow the fp32 ones (on the CPU, whose autocast runs bf16 too).
 // optim.schedule: its factors, and GanStep's updates scaled by them.
@@ -53,11 +54,14 @@ bool changed(const torch::nn::Module& m, const std::vector<torch::Tensor>& befor
 }
 }  // namespace
 
-class GanStepLoss : public ::testing::TestWithParam<std::string> {};
+// Parameters: architecture (dcgan | mlp) and loss.
+class GanStepLoss : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(GanStepLoss, EachUpdateMovesOnlyItsNetwork) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
-  const Config c = gantry::testing::small_dcgan_config(GetParam());
+  const auto& [arch, loss] = GetParam();
+  const Config c =
+      arch == "mlp" ? gantry::testing::small_mlp_config(loss) : gantry::testing::small_dcgan_config(loss);
   GanStep step(make_models(c, {1, 28, 28}), c, *comm);
   const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
   const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
@@ -101,9 +105,10 @@ TEST_P(GanStepLoss, EachUpdateMovesOnlyItsNetwork) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllLosses, GanStepLoss,
-                         ::testing::Values("minimax", "non-saturating", "wgan-gp", "hinge"),
+                         ::testing::Combine(::testing::Values("dcgan", "mlp"),
+                                            ::testing::Values("minimax", "non-saturating", "wgan-gp", "hinge")),
                          [](const auto& info) {
-                           std::string n = info.param;
+                           std::string n = std::get<0>(info.param) + "_" + std::get<1>(info.param);
                            for (auto& ch : n) if (ch == '-') ch = '_';
                            return n;
                          });
@@ -480,12 +485,15 @@ TEST(GanStep, GsUpdateBackpropagatesThroughTheAugmentation) {
 // (taken at the same weights from a separate copy of D) to the gradient it applies, and logs the
 // penalty; one without adds nothing. With train.augment the penalty is the gradient with respect to
 // the un-augmented reals of D on their augmentation (the same draws as the update's reals).
-class GanStepR1 : public ::testing::TestWithParam<std::string> {};
+// Parameters: architecture (dcgan | mlp: R1 then runs through GemmLinear's double backward) and
+// train.augment.
+class GanStepR1 : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(GanStepR1, AddsItsScaledGradientToDsUpdate) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
-  Config c = gantry::testing::small_dcgan_config();
-  c.train.augment = GetParam();
+  const auto& [arch, augment] = GetParam();
+  Config c = arch == "mlp" ? gantry::testing::small_mlp_config() : gantry::testing::small_dcgan_config();
+  c.train.augment = augment;
   c.train.r1_gamma = 0.3;
   c.train.r1_every = 3;
   const double scale = 0.3 / 2 * 3;  // 0.45: no other simple combination of the two gives it
@@ -525,8 +533,12 @@ TEST_P(GanStepR1, AddsItsScaledGradientToDsUpdate) {
   EXPECT_EQ(stats[kDLossSum].item<double>(), plain_stats[kDLossSum].item<double>());
 }
 
-INSTANTIATE_TEST_SUITE_P(Augment, GanStepR1, ::testing::Values("none", "translation,cutout"),
-                         [](const auto& info) { return info.param == "none" ? std::string("Plain") : std::string("Augmented"); });
+INSTANTIATE_TEST_SUITE_P(Augment, GanStepR1,
+                         ::testing::Combine(::testing::Values("dcgan", "mlp"),
+                                            ::testing::Values("none", "translation,cutout")),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + (std::get<1>(info.param) == "none" ? "_Plain" : "_Augmented");
+                         });
 
 // G's moving average (train.g_ema_kimg): StyleGAN2-ADA's schedule, exactly.
 TEST(GeneratorAverage, BetaFollowsTheHalfLifeAndItsRampUp) {
