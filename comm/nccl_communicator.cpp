@@ -85,7 +85,7 @@ class EventWork final : public Work {
   int device_;
 };
 
-// "all_reduce of 1,048,576 float32 elements"
+// "all_reduce of 1,048,576 Float elements" (c10's names of the dtypes)
 std::string describe(const char* what, int64_t elements, torch::ScalarType type) {
   std::string digits = std::to_string(elements), grouped;
   for (size_t i = 0; i < digits.size(); ++i) {
@@ -170,6 +170,7 @@ class NcclCommunicator final : public Communicator {
   std::shared_ptr<Work> all_reduce_async(torch::Tensor tensor, ReduceOp op) override {
     if (tensor.device().is_cpu()) return bootstrap_->all_reduce_async(tensor, op);
     check_cuda(tensor, "all_reduce_async");
+    check_alive();
     const ncclRedOp_t nccl_op = op == ReduceOp::kAverage ? ncclAvg : ncclSum;
     if (op == ReduceOp::kAverage && !torch::isFloatingType(tensor.scalar_type()))
       throw CommError("all_reduce_async: average of an integer tensor");
@@ -182,6 +183,7 @@ class NcclCommunicator final : public Communicator {
 
   void broadcast(std::vector<torch::Tensor>& tensors, int root) override {
     if (on_host(tensors, "broadcast")) return bootstrap_->broadcast(tensors, root);
+    check_alive();
     order_after_caller();
     GANTRY_NCCL_CHECK(ncclGroupStart());
     int64_t elements = 0;
@@ -192,18 +194,22 @@ class NcclCommunicator final : public Communicator {
       elements += t.numel();
     }
     GANTRY_NCCL_CHECK(ncclGroupEnd());
-    const torch::ScalarType type = tensors.empty() ? torch::kUInt8 : tensors.front().scalar_type();
-    const std::string what = "broadcast from rank " + std::to_string(root) + (tensors.size() > 1 ? " (a list)" : "");
-    EventWork(record_done(describe(what.c_str(), elements, type)), device_).wait();
+    std::string what = "broadcast from rank " + std::to_string(root);
+    if (tensors.size() == 1) what = describe(what.c_str(), elements, tensors.front().scalar_type());
+    else what += " of " + std::to_string(tensors.size()) + " tensors";
+    EventWork(record_done(std::move(what)), device_).wait();
   }
 
   void barrier() override {
+    check_alive();
     GANTRY_CUDA_CHECK(cudaStreamSynchronize(stream_));
     bootstrap_->barrier();
   }
 
   std::vector<std::string> all_gather(const std::string& bytes) override { return bootstrap_->all_gather(bytes); }
 
+  // Called from the watchdog's thread only, which is also the only caller of abort(): aborted_
+  // cannot change between the check and the use of comm_.
   std::string device_stall(std::chrono::duration<double> older_than) override {
     if (aborted_) return {};
     // This runs on the watchdog's thread, whose current device would otherwise be GPU 0: a
@@ -268,6 +274,11 @@ class NcclCommunicator final : public Communicator {
       throw CommError(std::string("NCCL communicator: ") + what + " needs CUDA tensors, got " + t.device().str() +
                       " (use the MPI backend for CPU tensors)");
     if (!t.is_contiguous()) throw CommError(std::string("NCCL communicator: ") + what + " needs contiguous tensors");
+  }
+  // A training thread woken by the watchdog's ncclCommAbort must not queue work on the freed
+  // communicator while the watchdog ends the job.
+  void check_alive() const {
+    if (aborted_) throw CommError("NCCL communicator: used after the watchdog aborted it (see its report)");
   }
   // The NCCL stream waits for everything queued so far on the caller's stream.
   void order_after_caller() {

@@ -7,6 +7,7 @@
 
 #include <mpi.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -15,7 +16,8 @@ namespace gantry::comm {
 namespace {
 
 constexpr int kRequestTag = 1, kReplyTag = 2;
-constexpr double kAnswerWait_s = 5;  // how long a timed-out rank waits for the others' answers
+constexpr double kAnswerWait_s = 5;     // how long a timed-out rank waits for the others' answers
+constexpr double kTeardownWait_s = 10;  // how long it waits for its communicators' teardown
 using Clock = std::chrono::steady_clock;
 
 }  // namespace
@@ -104,9 +106,10 @@ void Watchdog::run() {
         report = head;
       }
     }
-    if (report.empty()) report = device_stalls();
+    const bool host_blocked = !report.empty();
+    if (!host_blocked) report = device_stalls();
     if (report.empty()) continue;
-    end_job(report + others_report(mine));
+    end_job(report + others_report(mine, host_blocked));
     return;  // only where abort_job_ returned (tests)
   }
 }
@@ -133,10 +136,24 @@ std::string Watchdog::device_stalls() {
 }
 
 // Asks every other rank where it is. For a collective this rank is blocked in, names the ranks
-// that have not entered it; for one stalled on the device, says where each rank is.
-std::string Watchdog::others_report(const Status& mine) {
-  if (impl_->size == 1) return {};
-  if (impl_->side == MPI_COMM_NULL) return "; the other ranks cannot be asked (MPI without MPI_THREAD_MULTIPLE)";
+// that have not entered it; for one stalled on the device, says where each rank is (this one
+// included: its host may be blocked in a later collective, numbered on the host's count).
+std::string Watchdog::others_report(const Status& mine, bool host_blocked) {
+  // "at step 12, blocked 3004 ms in collective #40" or "at step 12, in no collective, last entered #39"
+  auto where = [](const Status& s) {
+    char words[160];
+    if (s.blocked_seq > 0)
+      std::snprintf(words, sizeof words, "at step %lld, blocked %lld ms in collective #%lld",
+                    static_cast<long long>(s.step), static_cast<long long>(s.blocked_ms),
+                    static_cast<long long>(s.blocked_seq));
+    else
+      std::snprintf(words, sizeof words, "at step %lld, in no collective, last entered #%lld",
+                    static_cast<long long>(s.step), static_cast<long long>(s.seq));
+    return std::string(words);
+  };
+  std::string out = host_blocked ? "" : "; this rank is " + where(mine);
+  if (impl_->size == 1) return out;
+  if (impl_->side == MPI_COMM_NULL) return out + "; the other ranks cannot be asked (MPI without MPI_THREAD_MULTIPLE)";
   const int64_t ask = 1;
   for (int r = 0; r < impl_->size; ++r)
     if (r != impl_->rank) MPI_Send(&ask, 1, MPI_INT64_T, r, kRequestTag, impl_->side);
@@ -159,21 +176,7 @@ std::string Watchdog::others_report(const Status& mine) {
     answered[st.MPI_SOURCE] = true;
     theirs[st.MPI_SOURCE] = s;
   }
-  // "at step 12, blocked 3004 ms in collective #40" or "at step 12, in no collective, last entered #39"
-  auto where = [](const Status& s) {
-    char words[160];
-    if (s.blocked_seq > 0)
-      std::snprintf(words, sizeof words, "at step %lld, blocked %lld ms in collective #%lld",
-                    static_cast<long long>(s.step), static_cast<long long>(s.blocked_ms),
-                    static_cast<long long>(s.blocked_seq));
-    else
-      std::snprintf(words, sizeof words, "at step %lld, in no collective, last entered #%lld",
-                    static_cast<long long>(s.step), static_cast<long long>(s.seq));
-    return std::string(words);
-  };
-  std::string out, silent;
-  const bool host_blocked = mine.blocked_seq > 0;
-  if (!host_blocked) out = "; this rank is " + where(mine);
+  std::string silent;
   for (int r = 0; r < impl_->size; ++r) {
     if (r == impl_->rank) continue;
     if (!answered[r]) {
@@ -191,27 +194,56 @@ std::string Watchdog::others_report(const Status& mine) {
   return out;
 }
 
-// Tears down the watched communicators' own collectives first (NCCL's would otherwise keep the
-// GPU busy), then ends the job.
+// Says what happened first (a teardown that crashes or hangs must not swallow it), then tears
+// down the watched communicators' own collectives (NCCL's would otherwise keep the GPU busy),
+// waiting at most kTeardownWait_s for them, then ends the job.
 void Watchdog::end_job(const std::string& report) {
-  std::string aborted;
-  size_t count = 0;
-  {
-    std::lock_guard<std::mutex> lock(watched_mutex_);
-    for (const auto& [id, watched] : watched_) {
-      ++count;
-      try {
-        watched.second->abort();
-        aborted += (aborted.empty() ? "" : ", ") + watched.first;
-      } catch (const std::exception& e) {
-        aborted += (aborted.empty() ? "" : ", ") + watched.first + " (failed: " + e.what() + ")";
+  if (!abort_job_) {
+    std::fprintf(stderr, "%s\n", report.c_str());
+    std::fflush(stderr);
+  }
+  struct Teardown {
+    std::mutex mutex;
+    std::condition_variable done_cv;
+    bool done = false;
+    std::string aborted;
+    size_t count = 0;
+  };
+  auto teardown = std::make_shared<Teardown>();
+  std::thread([this, teardown] {
+    std::string aborted;
+    size_t count = 0;
+    {
+      std::lock_guard<std::mutex> lock(watched_mutex_);
+      for (const auto& [id, watched] : watched_) {
+        ++count;
+        try {
+          watched.second->abort();
+          aborted += (aborted.empty() ? "" : ", ") + watched.first;
+        } catch (const std::exception& e) {
+          aborted += (aborted.empty() ? "" : ", ") + watched.first + " (failed: " + e.what() + ")";
+        }
       }
     }
+    std::lock_guard<std::mutex> lock(teardown->mutex);
+    teardown->aborted = aborted;
+    teardown->count = count;
+    teardown->done = true;
+    teardown->done_cv.notify_all();
+  }).detach();  // a teardown that never returns is left behind: the job ends regardless (an
+                // abort_job_ that returns, in tests, must only follow teardowns that do)
+  std::string outcome;
+  {
+    std::unique_lock<std::mutex> lock(teardown->mutex);
+    if (teardown->done_cv.wait_for(lock, std::chrono::duration<double>(kTeardownWait_s), [&] { return teardown->done; }))
+      outcome = "aborted " + std::to_string(teardown->count) + " communicator(s)" +
+                (teardown->aborted.empty() ? "" : " (" + teardown->aborted + ")") + " and now the job";
+    else
+      outcome = "tearing down the communicators did not return in " + std::to_string(static_cast<int>(kTeardownWait_s)) +
+                " s; aborting the job";
   }
-  const std::string full = report + "; aborted " + std::to_string(count) + " communicator(s)" +
-                           (aborted.empty() ? "" : " (" + aborted + ")") + " and now the job";
-  if (abort_job_) return abort_job_(full);
-  std::fprintf(stderr, "%s\n", full.c_str());
+  if (abort_job_) return abort_job_(report + "; " + outcome);
+  std::fprintf(stderr, "gantry: rank %d: watchdog: %s\n", impl_->rank, outcome.c_str());
   std::fflush(stderr);
   runtime_.abort(3);
 }

@@ -67,7 +67,7 @@ class Watchdog {
   Status status();
   void answer_requests();
   std::string device_stalls();
-  std::string others_report(const Status& mine);
+  std::string others_report(const Status& mine, bool host_blocked);
   void end_job(const std::string& report);
 
   const Runtime& runtime_;
