@@ -186,16 +186,14 @@ class NcclCommunicator final : public Communicator {
     check_alive();
     order_after_caller();
     GANTRY_NCCL_CHECK(ncclGroupStart());
-    int64_t elements = 0;
     for (auto& t : tensors) {
       check_cuda(t, "broadcast");
       GANTRY_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                       nccl_type(t.scalar_type()), root, comm_, stream_));
-      elements += t.numel();
     }
     GANTRY_NCCL_CHECK(ncclGroupEnd());
     std::string what = "broadcast from rank " + std::to_string(root);
-    if (tensors.size() == 1) what = describe(what.c_str(), elements, tensors.front().scalar_type());
+    if (tensors.size() == 1) what = describe(what.c_str(), tensors.front().numel(), tensors.front().scalar_type());
     else what += " of " + std::to_string(tensors.size()) + " tensors";
     EventWork(record_done(std::move(what)), device_).wait();
   }
@@ -225,13 +223,10 @@ class NcclCommunicator final : public Communicator {
     const InFlight& oldest = in_flight_.front();
     const std::chrono::duration<double> age = std::chrono::steady_clock::now() - oldest.queued;
     if (age < older_than) return {};
-    char head[160];
-    std::snprintf(head, sizeof head, "NCCL collective %llu of this communicator, ",
-                  static_cast<unsigned long long>(oldest.number));
     char tail[200];
     std::snprintf(tail, sizeof tail, ", queued %.1f s ago, has not completed on GPU %d (%zu collective(s) behind it)",
                   age.count(), device_, in_flight_.size() - 1);
-    std::string out = head + oldest.what + tail;
+    std::string out = "NCCL collective " + std::to_string(oldest.number) + " of this communicator, " + oldest.what + tail;
     if (rc != cudaErrorNotReady) out += std::string("; cudaEventQuery: ") + cudaGetErrorString(rc);
     return out;
   }

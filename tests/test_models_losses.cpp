@@ -214,14 +214,18 @@ TEST(Models, MlpLinearLayersMatchLibTorchsLinearForwardAndBackward) {
   auto* d = m.d->as<MlpDiscriminatorImpl>();
   ASSERT_NE(d, nullptr);
   auto linear = [&](int i) { return d->net[i]->as<torch::nn::Linear>(); };
+  // D's logits through LibTorch's addmm and the same weights.
+  auto reference = [&](const torch::Tensor& x) {
+    torch::Tensor h = x;
+    for (int l = 0; l < 2; ++l) h = torch::leaky_relu(torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t()), 0.2);
+    return torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
+  };
   std::vector<torch::Tensor> before;
   for (const auto& p : m.d->parameters()) before.push_back(p.detach().clone());
   for (int64_t rows : {1, 3, 256}) {
     const torch::Tensor x = torch::randn({rows, 36}, torch::requires_grad());
     const torch::Tensor out = d->forward(x.view({rows, 1, 6, 6}));
-    torch::Tensor h = x;
-    for (int l = 0; l < 2; ++l) h = torch::leaky_relu(torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t()), 0.2);
-    const torch::Tensor expected = torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
+    const torch::Tensor expected = reference(x);
     EXPECT_TRUE(torch::allclose(out, expected, 1e-5, 1e-6)) << rows << " rows: " << (out - expected).abs().max();
     std::vector<torch::Tensor> inputs{x};
     for (const auto& p : m.d->parameters()) inputs.push_back(p);
@@ -239,9 +243,6 @@ TEST(Models, MlpLinearLayersMatchLibTorchsLinearForwardAndBackward) {
     const torch::Tensor dx = torch::autograd::grad({logits.sum()}, {x}, {}, true, true)[0];
     return dx.pow(2).sum();
   };
-  torch::Tensor h = x;
-  for (int l = 0; l < 2; ++l) h = torch::leaky_relu(torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t()), 0.2);
-  const torch::Tensor reference = torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
   // allow_unused: the last bias does not reach the input gradient (nor, but through the
   // LeakyReLUs' masks, do the others); an unused parameter's gradient counts as zeros.
   const auto params = m.d->parameters();
@@ -252,7 +253,7 @@ TEST(Models, MlpLinearLayersMatchLibTorchsLinearForwardAndBackward) {
     return g;
   };
   const auto got = penalty_grads(d->forward(x.view({8, 1, 6, 6})));
-  const auto want = penalty_grads(reference);
+  const auto want = penalty_grads(reference(x));
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-4, 1e-5)) << "penalty, parameter " << i << ": " << (got[i] - want[i]).abs().max();
     if (i % 2 == 0) EXPECT_GT(want[i].abs().max().item<double>(), 0) << "the penalty reaches weight " << i;
@@ -283,6 +284,12 @@ TEST(Models, MlpDiscriminatorDropsTheUnitsItsDrawsSay) {
   const torch::Tensor x = torch::randn({5, 1, 3, 3});
   const torch::Tensor u = torch::rand({5, 10});
   auto linear = [&](int i) { return d->net[i]->as<torch::nn::Linear>(); };
+  // D's logits through LibTorch's addmm and the same weights.
+  auto reference = [&](const torch::Tensor& x) {
+    torch::Tensor h = x;
+    for (int l = 0; l < 2; ++l) h = torch::leaky_relu(torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t()), 0.2);
+    return torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
+  };
   auto by_hand = [&](bool dropping) {
     torch::Tensor h = x.flatten(1);
     int64_t column = 0;
@@ -321,6 +328,12 @@ TEST(Models, MlpDiscriminatorMaxoutUnitsAndInputDropout) {
   auto* d = m.d->as<MlpDiscriminatorImpl>();
   ASSERT_NE(d, nullptr);
   auto linear = [&](int i) { return d->net[i]->as<torch::nn::Linear>(); };
+  // D's logits through LibTorch's addmm and the same weights.
+  auto reference = [&](const torch::Tensor& x) {
+    torch::Tensor h = x;
+    for (int l = 0; l < 2; ++l) h = torch::leaky_relu(torch::addmm(linear(2 * l)->bias, h, linear(2 * l)->weight.t()), 0.2);
+    return torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
+  };
   EXPECT_EQ(linear(0)->weight.sizes(), (std::vector<int64_t>{12, 6}));
   EXPECT_EQ(linear(2)->weight.sizes(), (std::vector<int64_t>{9, 4}));
   EXPECT_EQ(linear(4)->weight.sizes(), (std::vector<int64_t>{1, 3}));
