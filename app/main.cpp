@@ -14,6 +14,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/inspect.h"
+#include "trainer/stop_signals.h"
 #include "trainer/train.h"
 
 namespace {
@@ -193,6 +194,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Before MPI, LibTorch or OpenMP start a thread: preemption signals go to one thread of their own.
+  gantry::route_stop_signals();
   gantry::comm::Runtime runtime(&argc, &argv);
   const bool rank0 = runtime.info().rank == 0;
   try {

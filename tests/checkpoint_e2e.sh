@@ -217,7 +217,8 @@ for how in usr1-mpirun term-rank; do
   wait $job
   rc=$?
   check "preempt ($how): exit 0 after a checkpoint" \
-    bash -c "[ $rc -eq 0 ] && grep -q 'stopping after step' '$dir.out' && [ -f '$dir/checkpoints/latest' ]"
+    bash -c "[ $rc -eq 0 ] && grep -q 'stopping after step' '$dir.out' && [ -f '$dir/checkpoints/latest' ]" ||
+    { echo "  exit $rc; the job's last lines:"; grep -v '^\[' "$dir.out" | tail -n 6 | sed 's/^/  /'; }
   stopped=$(sed -n 's/.*stopping after step \([0-9]*\).*/\1/p' "$dir.out")
   run 2 "$dir" --set model.arch=mlp --set train.steps=$((stopped + 5)) --resume auto > "$dir.resume" 2>&1
   check "preempt ($how): resumes at step $stopped" \

@@ -6,7 +6,6 @@
 #include <sched.h>
 #include <torch/version.h>
 
-#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cmath>
@@ -29,6 +28,7 @@
 #include "trainer/latent.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/reporter.h"
+#include "trainer/stop_signals.h"
 #include "trainer/training_metrics.h"
 
 namespace gantry {
@@ -47,14 +47,10 @@ void write_file_atomic(const fs::path& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
-// Preemption: SIGTERM or SIGUSR1 asks for a checkpoint and a clean exit after the current step.
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int signal) { g_stop_signal.store(signal); }
-
 // The signal that any rank received, or 0. Collective, so every rank decides alike.
 int agreed_stop_signal(comm::Communicator& comm) {
   torch::Tensor signals = torch::zeros({comm.world_size()}, torch::kInt64);
-  signals[comm.rank()] = g_stop_signal.load();
+  signals[comm.rank()] = stop_signal_received();
   comm.all_reduce(signals, comm::ReduceOp::kSum);
   return static_cast<int>(signals.max().item<int64_t>());
 }
@@ -365,8 +361,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   const int64_t local_batch = config.train.batch_size / world;
   const int64_t d_steps = config.train.d_steps;
   torch::set_num_threads(config.train.threads > 0 ? static_cast<int>(config.train.threads) : threads_per_rank(proc));
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGUSR1, on_stop_signal);
+  // Preemption: SIGTERM or SIGUSR1 asks for a checkpoint and a clean exit after the current step.
+  const StopSignalsArmed stop_signals_armed;
   // The checkpointer has a communicator of its own: an async save's collectives run on its
   // thread while the training loop's run on this one.
   auto checkpoint_comm = comm::make_mpi_communicator(runtime);
