@@ -143,6 +143,37 @@ TEST(Models, SameSeedSameInitialisation) {
   EXPECT_THROW(make_models(c, {1, 20, 20}), ConfigError);
 }
 
+// model.dcgan.g_blocks: each hidden resolution gains 3x3 stride-1 convolutions (no bias) with
+// BatchNorm's two vectors; the image shape and the rest of G stay as they were.
+TEST(Models, DcganGBlocksAddAConvolutionAtEachHiddenResolution) {
+  Config c;
+  c.model.arch = "dcgan";
+  c.model.z_dim = 16;
+  c.model.dcgan.g_width = 8;
+  auto g_parameters = [&](datasets::RecordShape shape) {
+    int64_t n = 0;
+    for (const auto& p : make_models(c, shape).g->parameters()) n += p.numel();
+    return n;
+  };
+  auto added = [](std::vector<int64_t> channels) {
+    int64_t n = 0;
+    for (int64_t ch : channels) n += ch * ch * 9 + 2 * ch;
+    return n;
+  };
+  const datasets::RecordShape mnist{1, 28, 28}, cifar{3, 32, 32};
+  c.model.dcgan.g_blocks = 0;
+  const int64_t mnist0 = g_parameters(mnist), cifar0 = g_parameters(cifar);
+  for (int64_t blocks : {1, 2}) {
+    c.model.dcgan.g_blocks = blocks;
+    EXPECT_EQ(g_parameters(mnist) - mnist0, blocks * added({32, 16}));
+    EXPECT_EQ(g_parameters(cifar) - cifar0, blocks * added({32, 16, 8}));
+    for (datasets::RecordShape shape : {mnist, cifar}) {
+      const torch::Tensor x = make_models(c, shape).generate(torch::randn({3, 16}));
+      EXPECT_EQ(x.sizes(), (std::vector<int64_t>{3, shape.channels, shape.height, shape.width}));
+    }
+  }
+}
+
 // G's transposed convolutions run through oneDNN on the CPU where that is faster
 // (trainer/models.cpp), as the input gradient of a convolution: the same outputs and the same
 // gradients (input and weight) as LibTorch's ConvTranspose2d kernel, within float rounding, for

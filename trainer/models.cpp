@@ -210,26 +210,27 @@ torch::Tensor SpectralConv2dImpl::forward(const torch::Tensor& x) {
   return torch::conv2d(x, normalized_weight(), bias, stride_, padding_);
 }
 
-DcganGeneratorImpl::DcganGeneratorImpl(int64_t z_dim, int64_t w, datasets::RecordShape out) {
+DcganGeneratorImpl::DcganGeneratorImpl(int64_t z_dim, int64_t w, datasets::RecordShape out, int64_t blocks) {
   nn::Sequential seq;
+  // One hidden resolution: its upsampling, then `blocks` stride-1 convolutions at the same size.
+  auto hidden = [&](nn::AnyModule up, int64_t channels) {
+    seq->push_back(std::move(up));
+    seq->push_back(nn::BatchNorm2d(channels));
+    seq->push_back(nn::ReLU(true));
+    for (int64_t b = 0; b < blocks; ++b) {
+      seq->push_back(down(channels, channels, 3, 1, 1, /*bias=*/false));
+      seq->push_back(nn::BatchNorm2d(channels));
+      seq->push_back(nn::ReLU(true));
+    }
+  };
   if (is_mnist_shape(out)) {  // 1x1 -> 7x7 -> 14x14 -> 28x28
-    seq->push_back(UpConv(z_dim, 4 * w, 7, 1, 0));
-    seq->push_back(nn::BatchNorm2d(4 * w));
-    seq->push_back(nn::ReLU(true));
-    seq->push_back(UpConv(4 * w, 2 * w, 4, 2, 1));
-    seq->push_back(nn::BatchNorm2d(2 * w));
-    seq->push_back(nn::ReLU(true));
+    hidden(nn::AnyModule(UpConv(z_dim, 4 * w, 7, 1, 0)), 4 * w);
+    hidden(nn::AnyModule(UpConv(4 * w, 2 * w, 4, 2, 1)), 2 * w);
     seq->push_back(UpConv(2 * w, out.channels, 4, 2, 1));
   } else {  // 1x1 -> 4x4 -> 8x8 -> 16x16 -> 32x32
-    seq->push_back(UpConv(z_dim, 4 * w, 4, 1, 0));
-    seq->push_back(nn::BatchNorm2d(4 * w));
-    seq->push_back(nn::ReLU(true));
-    seq->push_back(UpConv(4 * w, 2 * w, 4, 2, 1));
-    seq->push_back(nn::BatchNorm2d(2 * w));
-    seq->push_back(nn::ReLU(true));
-    seq->push_back(UpConv(2 * w, w, 4, 2, 1));
-    seq->push_back(nn::BatchNorm2d(w));
-    seq->push_back(nn::ReLU(true));
+    hidden(nn::AnyModule(UpConv(z_dim, 4 * w, 4, 1, 0)), 4 * w);
+    hidden(nn::AnyModule(UpConv(4 * w, 2 * w, 4, 2, 1)), 2 * w);
+    hidden(nn::AnyModule(UpConv(2 * w, w, 4, 2, 1)), w);
     seq->push_back(UpConv(w, out.channels, 4, 2, 1));
   }
   seq->push_back(nn::Tanh());
@@ -303,7 +304,7 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
                         std::to_string(shape.height) + "x" + std::to_string(shape.width) + "x" +
                         std::to_string(shape.channels));
     new_generator = [&] {
-      DcganGenerator g(mc.z_dim, mc.dcgan.g_width, shape);
+      DcganGenerator g(mc.z_dim, mc.dcgan.g_width, shape, mc.dcgan.g_blocks);
       return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
     };
     std::tie(m.g, m.generate) = new_generator();

@@ -50,7 +50,9 @@ struct MlpDiscriminatorImpl : torch::nn::Module {
 TORCH_MODULE(MlpDiscriminator);
 
 struct DcganGeneratorImpl : torch::nn::Module {
-  DcganGeneratorImpl(int64_t z_dim, int64_t width, datasets::RecordShape out);
+  // blocks: 3x3 stride-1 convolutions (each with BatchNorm and ReLU) added at each hidden
+  // resolution, after its transposed convolution (model.dcgan.g_blocks).
+  DcganGeneratorImpl(int64_t z_dim, int64_t width, datasets::RecordShape out, int64_t blocks = 0);
   torch::Tensor forward(const torch::Tensor& z);
   torch::nn::Sequential net{nullptr};
 };
