@@ -174,6 +174,66 @@ TEST(Models, DcganGBlocksAddAConvolutionAtEachHiddenResolution) {
   }
 }
 
+// MinibatchStd against its definition, computed by hand for each group: the population standard
+// deviation over the group's samples of each feature, averaged over the features, as one more
+// channel. Samples j, j + n/g, ... form group j; batches that are not a multiple of the group
+// size use its largest divisor (5 samples, group 4: groups of 1, whose deviation is 0, so the
+// channel is sqrt(1e-8)).
+TEST(Models, MinibatchStdAppendsEachGroupsMeanStandardDeviation) {
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({6, 2, 3, 3}, torch::kFloat64);
+  MinibatchStd layer(3);
+  const torch::Tensor y = layer->forward(x);
+  ASSERT_EQ(y.sizes(), (std::vector<int64_t>{6, 3, 3, 3}));
+  EXPECT_TRUE(torch::equal(y.slice(1, 0, 2), x));
+  for (int64_t j = 0; j < 2; ++j) {  // n/g = 2 groups: {0, 2, 4} and {1, 3, 5}
+    const torch::Tensor members = torch::stack({x[j], x[j + 2], x[j + 4]});
+    const torch::Tensor centred = members - members.mean(0);
+    const double expected = ((centred * centred).mean(0) + 1e-8).sqrt().mean().item<double>();
+    for (int64_t i : {j, j + 2, j + 4}) {
+      EXPECT_NEAR(y[i][2].min().item<double>(), expected, 1e-12);
+      EXPECT_NEAR(y[i][2].max().item<double>(), expected, 1e-12);
+    }
+  }
+  MinibatchStd four(4);
+  const torch::Tensor single = four->forward(torch::randn({5, 2, 3, 3}, torch::kFloat64));
+  EXPECT_NEAR(single.select(1, 2).max().item<double>(), 1e-4, 1e-12);
+  EXPECT_NEAR(single.select(1, 2).min().item<double>(), 1e-4, 1e-12);
+}
+
+// model.dcgan.d_mbstd_group: D's last convolution takes one more input channel (7x7 or 4x4 more
+// weights), a sample's logit then depends on the rest of its group, and D is no longer scored
+// per sample (real and fake halves go through it separately).
+TEST(Models, DcganMinibatchStdFeedsDsLastConvolution) {
+  Config c;
+  c.model.arch = "dcgan";
+  c.model.dcgan.d_width = 8;
+  c.model.dcgan.d_norm = "none";
+  auto d_parameters = [&](datasets::RecordShape shape) {
+    int64_t n = 0;
+    for (const auto& p : make_models(c, shape).d->parameters()) n += p.numel();
+    return n;
+  };
+  const datasets::RecordShape mnist{1, 28, 28}, cifar{3, 32, 32};
+  c.model.dcgan.d_mbstd_group = 0;
+  const int64_t mnist0 = d_parameters(mnist), cifar0 = d_parameters(cifar);
+  EXPECT_TRUE(make_models(c, mnist).d_per_sample);
+  c.model.dcgan.d_mbstd_group = 4;
+  EXPECT_EQ(d_parameters(mnist) - mnist0, 7 * 7);
+  EXPECT_EQ(d_parameters(cifar) - cifar0, 4 * 4);
+  GanModels m = make_models(c, mnist);
+  EXPECT_FALSE(m.d_per_sample);
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({8, 1, 28, 28});
+  const torch::Tensor logits = m.discriminate(x);
+  ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{8}));
+  torch::Tensor changed = x.clone();
+  changed[4].mul_(3);  // sample 4 shares group 0 with samples 0, 2 and 6 (8 / 4 = 2 groups)
+  const torch::Tensor after = m.discriminate(changed);
+  for (int64_t i : {0, 2, 6}) EXPECT_NE(after[i].item<float>(), logits[i].item<float>()) << i;
+  for (int64_t i : {1, 3, 5, 7}) EXPECT_EQ(after[i].item<float>(), logits[i].item<float>()) << i;
+}
+
 // G's transposed convolutions run through oneDNN on the CPU where that is faster
 // (trainer/models.cpp), as the input gradient of a convolution: the same outputs and the same
 // gradients (input and weight) as LibTorch's ConvTranspose2d kernel, within float rounding, for

@@ -58,6 +58,9 @@ struct DcganConfig {
   int64_t g_width = 64;  // channels of G's last hidden layer (ngf)
   int64_t g_blocks = 0;  // 3x3 stride-1 convolutions added at each of G's hidden resolutions
   int64_t d_width = 64;  // channels of D's first layer (ndf)
+  // Group size of a minibatch standard deviation channel before D's last convolution (Karras et
+  // al. 2018; StyleGAN2 uses 4). 0: none.
+  int64_t d_mbstd_group = 0;
   // D's normalisation: batch (Radford et al.'s BatchNorm), spectral (Miyato et al. 2018: every
   // layer's weight divided by its largest singular value, no BatchNorm), none, or auto (batch, but
   // none for wgan-gp, whose penalty is per sample).

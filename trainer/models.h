@@ -81,9 +81,24 @@ TORCH_MODULE(SpectralConv2d);
 // D's normalisation layer (model.dcgan.d_norm, with auto resolved).
 enum class DNorm { kBatch, kSpectral, kNone };
 
+// Minibatch standard deviation (Karras et al. 2018, "Progressive Growing of GANs", section 3):
+// the batch is split into groups of `group` samples (fewer where the batch is not a multiple of
+// it: the largest divisor of the batch size that is at most `group`); for each group, the
+// standard deviation of every feature over the group's samples, averaged over all features,
+// becomes one extra channel of each of the group's samples. D thereby sees how varied a batch
+// is, which lets it tell a generator that covers too little variation from the data. Group j
+// holds samples j, j + n/group, j + 2n/group, ... as in StyleGAN2's layer. No parameters.
+struct MinibatchStdImpl : torch::nn::Module {
+  explicit MinibatchStdImpl(int64_t group);
+  torch::Tensor forward(const torch::Tensor& x);  // [n, c, h, w] -> [n, c + 1, h, w]
+  int64_t group;
+};
+TORCH_MODULE(MinibatchStd);
+
 struct DcganDiscriminatorImpl : torch::nn::Module {
   // kBatch is refused with WGAN-GP, whose penalty is per sample (Gulrajani et al., section 4).
-  DcganDiscriminatorImpl(int64_t width, datasets::RecordShape in, DNorm norm);
+  // mbstd_group > 0 puts a MinibatchStd layer of that group size before D's last convolution.
+  DcganDiscriminatorImpl(int64_t width, datasets::RecordShape in, DNorm norm, int64_t mbstd_group = 0);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Sequential net{nullptr};
 };
