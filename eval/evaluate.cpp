@@ -165,12 +165,21 @@ nlohmann::json frechet_from(const std::function<torch::Tensor(const torch::Tenso
   const GaussianFit fake = fit_gaussian(features(fake_images));
   const int64_t n_real = std::min(data.train->size(), std::max(n_test, o.samples));
   const GaussianFit real = fit_gaussian(features(read_records(*data.train, 0, n_real)));
-  const double fd = frechet_distance(fake, test), floor = frechet_distance(real, test);
+  const FrechetTerms terms = frechet_terms(fake, test), floor_terms = frechet_terms(real, test);
+  const double fd = terms.distance(), floor = floor_terms.distance();
   out << name << ": " << fixed(fd, 3) << " (" << o.samples << " samples of G vs " << n_test << " test records)\n"
       << name << " floor, real training vs real test: " << fixed(floor, 3) << " (" << n_real << " vs " << n_test
-      << " records); ratio " << fixed(fd / floor, 2) << "\n";
+      << " records); ratio " << fixed(fd / floor, 2) << "\n"
+      << name << " parts: " << fixed(terms.mean, 3) << " between the means and " << fixed(terms.covariance, 3)
+      << " in the covariances (floor: " << fixed(floor_terms.mean, 3) << " and " << fixed(floor_terms.covariance, 3)
+      << "); total feature variance of G's samples " << fixed(terms.variance_a, 2) << ", of the test records "
+      << fixed(terms.variance_b, 2) << " (" << fixed(terms.variance_a / terms.variance_b, 3) << "x), of the training records "
+      << fixed(floor_terms.variance_a, 2) << "\n";
   return {{name, fd}, {name + "_floor", floor}, {"ratio", fd / floor}, {"samples", o.samples},
-          {"test_records", n_test}, {"real_records", n_real}};
+          {"test_records", n_test}, {"real_records", n_real},
+          {name + "_mean_term", terms.mean}, {name + "_covariance_term", terms.covariance},
+          {name + "_floor_mean_term", floor_terms.mean}, {name + "_floor_covariance_term", floor_terms.covariance},
+          {"feature_variance", {{"fake", terms.variance_a}, {"test", terms.variance_b}, {"real", floor_terms.variance_a}}}};
 }
 
 // Prints G's class shares beside the real ones and returns them as JSON.

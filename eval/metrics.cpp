@@ -78,14 +78,20 @@ torch::Tensor sqrtm_psd(const torch::Tensor& a) {
   return (vectors * values.clamp_min(0).sqrt().unsqueeze(0)).matmul(vectors.t());
 }
 
-double frechet_distance(const GaussianFit& a, const GaussianFit& b) {
+FrechetTerms frechet_terms(const GaussianFit& a, const GaussianFit& b) {
   torch::NoGradGuard no_grad;
   const torch::Tensor root_a = sqrtm_psd(a.cov);
   const torch::Tensor inner = root_a.matmul(b.cov).matmul(root_a);
   const torch::Tensor tr_sqrt = at::linalg_eigvalsh((inner + inner.t()) * 0.5, "L").clamp_min(0).sqrt().sum();
-  const double mean_term = (a.mean - b.mean).pow(2).sum().item<double>();
-  return mean_term + (a.cov.trace() + b.cov.trace() - 2 * tr_sqrt).item<double>();
+  FrechetTerms t;
+  t.mean = (a.mean - b.mean).pow(2).sum().item<double>();
+  t.variance_a = a.cov.trace().item<double>();
+  t.variance_b = b.cov.trace().item<double>();
+  t.covariance = t.variance_a + t.variance_b - 2 * tr_sqrt.item<double>();
+  return t;
 }
+
+double frechet_distance(const GaussianFit& a, const GaussianFit& b) { return frechet_terms(a, b).distance(); }
 
 ClassCoverage class_coverage(const torch::Tensor& fake_labels, const torch::Tensor& real_labels, int64_t classes) {
   if (fake_labels.numel() == 0 || real_labels.numel() == 0)

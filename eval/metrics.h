@@ -40,8 +40,21 @@ GaussianFit fit_gaussian(const torch::Tensor& features);
 // eigenvalues from rounding are taken as 0).
 torch::Tensor sqrtm_psd(const torch::Tensor& a);
 
-// |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)). The trace of the square root is taken as
-// tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)), whose argument is symmetric PSD.
+// The Fréchet distance's two parts, and each fit's total variance (its covariance's trace): a
+// generator whose samples vary less than the data's shows a smaller variance, one that is merely
+// shifted a large mean term.
+struct FrechetTerms {
+  double mean = 0;        // |mu_a - mu_b|^2
+  double covariance = 0;  // tr(S_a + S_b - 2 (S_a S_b)^(1/2))
+  double variance_a = 0;  // tr S_a
+  double variance_b = 0;  // tr S_b
+  double distance() const { return mean + covariance; }
+};
+
+// The trace of the square root is taken as tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)), whose argument
+// is symmetric PSD.
+FrechetTerms frechet_terms(const GaussianFit& a, const GaussianFit& b);
+// |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)): frechet_terms(a, b).distance().
 double frechet_distance(const GaussianFit& a, const GaussianFit& b);
 
 // How G's samples spread over the classes, as a classifier labels them, against the true labels of

@@ -160,6 +160,12 @@ TEST(Frechet, KnownGaussiansGiveTheAnalyticDistance) {
   const double expected = (9.0 + 4.0) + (4.0 + 4.0) - 2 * std::sqrt(tr_ab + 2 * std::sqrt(det_a * det_b));
   EXPECT_NEAR(eval::frechet_distance(a, b), expected, 1e-10);
   EXPECT_NEAR(eval::frechet_distance(b, a), expected, 1e-10);
+  const eval::FrechetTerms terms = eval::frechet_terms(a, b);
+  EXPECT_NEAR(terms.mean, 9.0 + 4.0, 1e-12);
+  EXPECT_NEAR(terms.covariance, expected - 13.0, 1e-10);
+  EXPECT_DOUBLE_EQ(terms.variance_a, 4.0);
+  EXPECT_DOUBLE_EQ(terms.variance_b, 4.0);
+  EXPECT_EQ(terms.distance(), terms.mean + terms.covariance);
   const torch::Tensor root = eval::sqrtm_psd(A);
   EXPECT_TRUE(torch::allclose(root.matmul(root), A, 1e-12, 1e-12));
 }
@@ -429,6 +435,15 @@ TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
   EXPECT_DOUBLE_EQ(first["frechet_distance"].get<double>(), second["frechet_distance"].get<double>());
   EXPECT_GT(first["frechet_distance_floor"].get<double>(), 0.0);
   EXPECT_EQ(first["real_records"].get<int64_t>(), 50);
+  // The distance's two parts, and each set's total feature variance.
+  EXPECT_NEAR(first["frechet_distance_mean_term"].get<double>() + first["frechet_distance_covariance_term"].get<double>(),
+              first["frechet_distance"].get<double>(), 1e-9);
+  EXPECT_NEAR(first["frechet_distance_floor_mean_term"].get<double>() +
+                  first["frechet_distance_floor_covariance_term"].get<double>(),
+              first["frechet_distance_floor"].get<double>(), 1e-9);
+  EXPECT_GE(first["frechet_distance_mean_term"].get<double>(), 0.0);
+  for (const char* set : {"fake", "test", "real"}) EXPECT_GT(first["feature_variance"][set].get<double>(), 0.0) << set;
+  EXPECT_NE(log.str().find("frechet_distance parts: "), std::string::npos) << log.str();
   // G's 50 samples, as the classifier labels them, over the 10 digit classes.
   const auto& coverage = first["class_coverage"];
   ASSERT_EQ(coverage["fake_share"].size(), 10u);
