@@ -74,9 +74,16 @@ Classifier load_or_train_classifier(const LabelledImages& train, const LabelledI
     c.net = FeatureNet(shape_of(train.images), classes);
   }
   if (fs::exists(cache_file)) {
-    torch::serialize::InputArchive archive;
-    archive.load_from(cache_file);
-    c.net->load(archive);
+    try {
+      torch::serialize::InputArchive archive;
+      archive.load_from(cache_file);
+      c.net->load(archive);
+    } catch (const c10::Error& e) {
+      // Truncated, from another gantry's network, or not an archive at all: name the file, and
+      // how to get a good one, rather than LibTorch's backtrace.
+      throw std::runtime_error(cache_file + ": cannot read this cached feature classifier (" +
+                               e.what_without_backtrace() + "); delete it and gantry trains the classifier again");
+    }
     c.cached = true;
   } else {
     log << "gantry: training the feature classifier on " << train.images.size(0) << " labelled records (" << epochs

@@ -280,7 +280,13 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
                                                out);
   } else {
     if (!fs::exists(o.inception)) throw UsageError("--inception " + o.inception + ": not found");
-    torch::jit::script::Module inception = torch::jit::load(o.inception);
+    torch::jit::script::Module inception;
+    try {
+      inception = torch::jit::load(o.inception);
+    } catch (const c10::Error& e) {
+      throw UsageError("--inception " + o.inception + ": not a TorchScript module LibTorch can load (" +
+                       e.what_without_backtrace() + ")");
+    }
     inception.eval();
     auto features = [&](const torch::Tensor& images) {
       torch::NoGradGuard no_grad;
@@ -288,7 +294,19 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
       for (int64_t lo = 0; lo < images.size(0); lo += 50) {
         torch::Tensor x = to_unit(images.slice(0, lo, lo + 50));
         if (x.size(1) == 1) x = x.expand({-1, 3, -1, -1}).contiguous();
-        parts.push_back(inception.forward({x}).toTensor().flatten(1));
+        c10::IValue y;
+        try {
+          y = inception.forward({x});
+        } catch (const c10::Error& e) {
+          throw UsageError("--inception " + o.inception + ": forward failed on images [" + std::to_string(x.size(0)) +
+                           ", 3, " + std::to_string(x.size(2)) + ", " + std::to_string(x.size(3)) +
+                           "] in [0, 1] (" + e.what_without_backtrace() + ")");
+        }
+        if (!y.isTensor() || y.toTensor().dim() < 2 || y.toTensor().size(0) != x.size(0))
+          throw UsageError("--inception " + o.inception + ": forward must return one tensor [N, F] of features for " +
+                           "N images, got " + (y.isTensor() ? "a tensor of shape " + c10::str(y.toTensor().sizes())
+                                                            : std::string("a ") + y.tagKind()));
+        parts.push_back(y.toTensor().flatten(1));
       }
       return torch::cat(parts);
     };

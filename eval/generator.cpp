@@ -45,7 +45,9 @@ TrainedGan load_trained_gan(const std::string& path, const std::string& generato
   gan.checkpoint = resolve_checkpoint_dir(path);
   const auto loaded = checkpoint::read_checkpoint(gan.checkpoint);
   // <run.dir>/checkpoints/step-N: the run's resolved config is two levels up.
-  gan.run_dir = fs::absolute(gan.checkpoint).lexically_normal().parent_path().parent_path().string();
+  fs::path dir = fs::absolute(gan.checkpoint).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "step-N/" (as shells complete it) ends in an empty name
+  gan.run_dir = dir.parent_path().parent_path().string();
   const fs::path config_file = fs::path(gan.run_dir) / "config.yaml";
   if (!fs::exists(config_file))
     throw checkpoint::CheckpointError(gan.checkpoint + ": no " + config_file.string() +

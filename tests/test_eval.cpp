@@ -227,6 +227,8 @@ TEST(Sample, LoadsTheCheckpointsGenerator) {
   eval::TrainedGan gan = eval::load_trained_gan(f.run_dir.string());  // a run directory follows `latest`
   EXPECT_EQ(gan.step, 7);
   EXPECT_EQ(fs::path(gan.run_dir), fs::absolute(f.run_dir).lexically_normal());
+  // A checkpoint directory named with a trailing slash, as a shell completes it, is the same run.
+  EXPECT_EQ(eval::load_trained_gan(f.checkpoint + "/").run_dir, gan.run_dir);
   const torch::Tensor z = eval::sample_latents(1, 5, 8);
   torch::NoGradGuard no_grad;
   f.models.g->eval();
@@ -419,6 +421,39 @@ TEST(Fid, ATorchScriptFeatureModuleGivesTheFrechetDistanceOfItsFeatures) {
   EXPECT_EQ(nlohmann::json::parse(line)["metric"], "fid");
 }
 
+// What a message says, or "" when the call throws nothing (or something else).
+template <class Error, class F>
+std::string message_of(F&& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Fid, AnUnloadableOrMisshapenInceptionIsAUsageErrorNamingTheFile) {
+  RunFixture f = make_run("eval-fid-bad", {"data.split=test", "data.holdout=40"});
+  write_mnist(f.run_dir, "t10k", 100);
+  eval::EvalOptions o;
+  o.checkpoint = f.checkpoint;
+  o.metric = "fid";
+  o.samples = 64;
+  std::ostringstream log;
+  o.inception = (f.run_dir / "garbage.pt").string();
+  std::ofstream(o.inception) << "not a zip archive";
+  std::string what = message_of<eval::UsageError>([&] { eval::run_eval(o, log); });
+  EXPECT_NE(what.find(o.inception + ": not a TorchScript module"), std::string::npos) << what;
+  EXPECT_EQ(what.find("Exception raised from"), std::string::npos) << "no LibTorch backtrace: " << what;
+  // A module that returns a tuple instead of [N, F] features.
+  torch::jit::Module m("Pair");
+  m.define("def forward(self, x):\n  return (x.mean(dim=[2, 3]), x.mean(dim=[2, 3]))\n");
+  o.inception = (f.run_dir / "pair.pt").string();
+  m.save(o.inception);
+  what = message_of<eval::UsageError>([&] { eval::run_eval(o, log); });
+  EXPECT_NE(what.find(o.inception + ": forward must return one tensor [N, F]"), std::string::npos) << what;
+}
+
 TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
   auto [f, o] = held_out_run("eval-frechet", "frechet", 50);
   o.classifier_epochs = 1;
@@ -452,6 +487,11 @@ TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
   EXPECT_NEAR(total, 1.0, 1e-12);
   EXPECT_GE(coverage["kl"].get<double>(), 0.0);
   EXPECT_NE(log.str().find("classes covered: "), std::string::npos) << log.str();
+  // A damaged cache is named, with the remedy, and left for the user to delete.
+  std::ofstream(cache, std::ios::trunc) << "truncated";
+  const std::string what = message_of<std::runtime_error>([&] { eval::run_eval(o, log); });
+  EXPECT_NE(what.find(cache + ": cannot read this cached feature classifier"), std::string::npos) << what;
+  EXPECT_NE(what.find("delete it"), std::string::npos) << what;
 }
 
 // --truncation psi: G's samples are G(psi z). At psi 0 every sample is G(0), so the Parzen
