@@ -22,7 +22,8 @@
 #       "fp32 bf16"), GANTRY_GPU_REPEATS (compare's rounds, default 1: about 4 minutes per
 #       precision on an H100), GANTRY_GPU_UNIT_REGEX (unit's ctest -R).
 #       A device lent for 15 minutes fits: `scripts/gpu_check.sh run DIR cuda-unit nccl compare`
-#       with GANTRY_GPU_PRECISIONS=bf16.
+#       with GANTRY_GPU_PRECISIONS=bf16. DIR (.gpu-debs) and build-gpu*/ are git-ignored: carry
+#       DIR to the device machine by name. A CUDA or NCCL test that skips itself there fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,6 +94,12 @@ targets_for() {
 }
 
 run_check() {
+  # A mistyped stage is refused before the build, which would take minutes of a short GPU loan.
+  local stage
+  for stage in "${@:2}"; do
+    [[ " ${STAGES[*]} " == *" $stage "* || $stage == bt=?*=?* ]] ||
+      { echo "gantry: gpu_check.sh: unknown stage '$stage' (stages: ${STAGES[*]}, bt=TEST_EXE=GTEST_FILTER)" >&2; exit 2; }
+  done
   local out=${OUT:-build-gpu}
   mkdir -p "$out"
   # Through a pipe rather than exec > >(tee): the script then waits for tee, so the report's last
@@ -113,6 +120,9 @@ run_stages() {
   torch_prefix=$($python -c 'import torch; print(torch.utils.cmake_prefix_path)')
   torch_dir=$($python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
   $python -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "devices", torch.cuda.device_count(), "NCCL", torch.cuda.nccl.version())'
+  # Without CUDA in this PyTorch every CUDA test would skip itself, and the stages would "pass".
+  $python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' ||
+    { echo "this PyTorch sees no CUDA device (a CPU-only wheel, or no driver): nothing here can be validated"; exit 1; }
 
   local prefix_path=$torch_prefix
   export FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist
@@ -157,24 +167,44 @@ run_stages() {
   [[ " ${targets[*]} " == *" all "* ]] && targets=(all)
   echo "building: ${targets[*]}"
   cmake --build $build -j "$(nproc)" --target "${targets[@]}" -- -k 0 || failed+=("build")
-  grep -E "GANTRY_TORCH_CUDA=1" $build/build.ninja >/dev/null && echo "comm compiled with GANTRY_TORCH_CUDA=1"
+  # NCCL found and LibTorch with CUDA: comm/CMakeLists.txt defines GANTRY_TORCH_CUDA=1 only then.
+  if grep -E "GANTRY_TORCH_CUDA=1" $build/build.ninja >/dev/null; then
+    echo "comm compiled with NCCL and GANTRY_TORCH_CUDA=1"
+  else
+    failed+=("configure: no NCCL, or a LibTorch without CUDA (see CMake's feature summary above)")
+  fi
 
   local mpi=(mpirun --oversubscribe); [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
+  # Runs a test command; a test that skipped itself for want of CUDA or NCCL is a failure here,
+  # where both must work (other skips, such as OpenBLAS-only checks under MKL, are fine).
+  gpu_tests() {
+    local name=$1 log; shift
+    log=$(mktemp)
+    local rc=0
+    "$@" 2>&1 | tee "$log" || rc=$?  # pipefail: the test's status (tee's is 0)
+    [ "$rc" = 0 ] || failed+=("$name")
+    if grep -qE "^(no CUDA device|built without NCCL|needs NCCL and a GPU)$" "$log"; then
+      failed+=("$name: tests skipped for want of CUDA or NCCL")
+    fi
+    rm -f "$log"
+  }
   for stage in "${stages[@]}"; do
     case $stage in
       nccl)
         echo "== NCCL communicator on CUDA tensors (np 1), and more ranks than GPUs (np 2)"
-        "${mpi[@]}" -np 1 $build/tests/test_nccl || failed+=("nccl np1")
+        gpu_tests "nccl np1" "${mpi[@]}" -np 1 $build/tests/test_nccl
         "${mpi[@]}" -np 2 $build/tests/test_nccl || failed+=("nccl np2") ;;
       cuda-unit)
         echo "== unit tests that use the GPU"
-        $build/tests/test_gan_step --gtest_filter='*Cuda*:Precision.*:Device.*' || failed+=("cuda unit tests")
-        $build/tests/test_adam --gtest_filter='*Cuda*' || failed+=("cuda adam test") ;;
+        gpu_tests "cuda unit tests" $build/tests/test_gan_step --gtest_filter='*Cuda*:Precision.*:Device.*'
+        gpu_tests "cuda adam test" $build/tests/test_adam --gtest_filter='*Cuda*' ;;
       train)
         for precision in fp32 bf16; do
           echo "== np=1 training on the GPU: Fashion-MNIST DCGAN, train.device cuda, NCCL, $precision"
           # Under build-gpu/, not $OUT: checkpoints and the decoded data cache are far larger than
-          # what comes back from the device machine; the log comes back.
+          # what comes back from the device machine; the log comes back. A fresh run directory each
+          # time: gantry refuses to start a new run over an old one's checkpoints.
+          rm -rf "$build/runs/cuda-$precision"
           $build/gantry train --config configs/fashion-mnist-dcgan.yaml --set run.dir="$build/runs/cuda-$precision" \
             --set data.path="$FASHION_MNIST_DIR" --set data.cache_dir="$build/data-cache" \
             --set train.steps=300 --set train.log_every=100 --set train.device=cuda --set comm.backend=nccl \
@@ -182,11 +212,17 @@ run_stages() {
           # (a failed run may have no log: that is reported above, not a reason to stop the script)
           [ "$out" = "$build" ] || cp "$build/runs/cuda-$precision/log.jsonl" "$out/train-cuda-$precision.jsonl" 2>/dev/null || true
         done
-        echo "== the same under mpirun -np 2 on one GPU: one clear error expected"
-        if "${mpi[@]}" -np 2 $build/gantry train --config configs/fashion-mnist-dcgan.yaml \
-            --set run.dir="$build/runs/cuda-np2" --set data.path="$FASHION_MNIST_DIR" --set train.steps=10 \
-            --set train.device=cuda; then
-          [ "$(nvidia-smi -L | wc -l)" -lt 2 ] && failed+=("np2 on one GPU did not fail")
+        if [ "$(nvidia-smi -L | wc -l)" -lt 2 ]; then
+          echo "== the same under mpirun -np 2 on one GPU: one clear error expected"
+          rm -rf "$build/runs/cuda-np2"
+          local np2
+          np2=$("${mpi[@]}" -np 2 $build/gantry train --config configs/fashion-mnist-dcgan.yaml \
+            --set run.dir="$build/runs/cuda-np2" --set data.path="$FASHION_MNIST_DIR" \
+            --set data.cache_dir="$build/data-cache" --set train.steps=10 --set train.device=cuda 2>&1) &&
+            failed+=("np2 on one GPU did not fail")
+          echo "$np2" | tail -5
+          # The error that says why, not some other failure (a data path, a build problem).
+          echo "$np2" | grep -q "NCCL needs one GPU per rank" || failed+=("np2 on one GPU: not the one-GPU-per-rank error")
         fi ;;
       compare)
         for precision in ${GANTRY_GPU_PRECISIONS:-fp32 bf16}; do

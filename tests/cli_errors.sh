@@ -84,5 +84,11 @@ expect_error wrong-magic "t10k-images-idx3-ubyte: bad magic number 0x00000801" \
 # A run that failed at start-up leaves no run directory behind.
 if [ -e "$work/run-trunc" ]; then echo "FAIL truncated-idx left $work/run-trunc behind"; failures=$((failures + 1)); fi
 
+# scripts/gpu_check.sh refuses a mistyped stage before it configures or builds anything.
+gpu_check=$(dirname "$0")/../scripts/gpu_check.sh
+expect_error gpu-check-stage "gpu_check.sh: unknown stage 'cuda-unt' \\(stages: nccl cuda-unit" \
+  env OUT="$work/gpu" "$gpu_check" run "$work/no-debs" nccl cuda-unt
+if [ -e "$work/gpu" ]; then echo "FAIL gpu-check-stage wrote $work/gpu"; failures=$((failures + 1)); fi
+
 echo "$passed passed, $failures failed"
 [ $failures -eq 0 ]
