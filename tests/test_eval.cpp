@@ -495,7 +495,7 @@ TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
 }
 
 // --truncation psi: G's samples are G(psi z). At psi 0 every sample is G(0), so the Parzen
-// mixture is one Gaussian at G(0) and the figure is its closed form on the test half.
+// mixture is one Gaussian at G(0) and the figure is its closed form on the scored records.
 TEST(Parzen, TruncationZeroGivesTheDensityOfOneGaussianAtGOfZero) {
   auto [f, o] = held_out_run("eval-parzen-trunc", "parzen", 30);
   o.truncation = 0;
@@ -508,7 +508,7 @@ TEST(Parzen, TruncationZeroGivesTheDensityOfOneGaussianAtGOfZero) {
   // shapes give the same float rounding (a batch of 1 moved the figure by 1.5e-9 relative).
   const torch::Tensor centre = (eval::generate(gan, torch::zeros({30, 8}))[0] + 1) * 0.5;
   const eval::EvalData data = eval::open_eval_data(gan.config, "");
-  const torch::Tensor test = (eval::read_records(*data.test, 20, 20) + 1) * 0.5;
+  const torch::Tensor test = ((eval::read_records(*data.test, 0, 40) + 1) * 0.5).slice(0, 1, 40, 2);  // the odd ones
   const double sigma = r["sigma"].get<double>();
   double mean = 0;
   for (int64_t i = 0; i < 20; ++i) mean += log_normal(test[i], centre, sigma) / 20;
@@ -608,6 +608,25 @@ TEST(Parzen, TheCommandReportsTheRunsHeldOutRecords) {
   EXPECT_EQ(r["real_records"].get<int64_t>(), 60);
   EXPECT_TRUE(std::isfinite(r["parzen_ll"].get<double>()));
   EXPECT_NE(log.str().find("parzen log-likelihood: "), std::string::npos) << log.str();
+  // The protocol by hand: sigma on the held-out records 0, 2, 4, ..., the figure on 1, 3, 5, ...
+  eval::TrainedGan gan = eval::load_trained_gan(f.checkpoint);
+  const eval::EvalData d = eval::open_eval_data(gan.config, "");
+  const torch::Tensor held_out = (eval::read_records(*d.test, 0, 40) + 1) * 0.5;
+  const torch::Tensor samples = (eval::generate(gan, eval::sample_latents(0, 60, 8)) + 1) * 0.5;
+  const std::vector<double> grid = eval::log_grid(0.02, 2.0, 61);
+  const eval::ParzenResult expected =
+      eval::parzen_evaluate(held_out.slice(0, 0, 40, 2), held_out.slice(0, 1, 40, 2), samples, grid);
+  EXPECT_DOUBLE_EQ(r["sigma"].get<double>(), expected.sigma);
+  EXPECT_NEAR(r["parzen_ll"].get<double>(), expected.mean, 1e-9 * std::abs(expected.mean));
+  EXPECT_FALSE(r.contains("matched_parzen_ll")) << "as many training records as samples: nothing to match";
+  // 100 samples against the 60 training records: G is scored with its first 60 samples too.
+  o.samples = 100;
+  const nlohmann::json more = eval::run_eval(o, log);
+  EXPECT_EQ(more["real_records"].get<int64_t>(), 60);
+  EXPECT_EQ(more["matched_samples"].get<int64_t>(), 60);
+  EXPECT_NEAR(more["matched_parzen_ll"].get<double>(), r["parzen_ll"].get<double>(), 1e-9 * std::abs(expected.mean))
+      << "the first 60 of 100 samples are the 60 samples";
+  EXPECT_NE(log.str().find("G with as many samples as the reference (60)"), std::string::npos) << log.str();
 }
 
 }  // namespace
