@@ -64,6 +64,10 @@ torch::Tensor read_records(const datasets::Dataset& data, int64_t begin, int64_t
 
 namespace {
 
+// The feature classifier's seed: fixed, not --seed or run.seed, so that every Fréchet distance on
+// a dataset is measured in the same features whichever command trained the cached network.
+constexpr uint64_t kClassifierSeed = 0;
+
 std::string weights(const TrainedGan& gan) {
   return gan.generator == "ema" ? "G's moving average" : "G's own weights";
 }
@@ -220,9 +224,12 @@ LabelledImages labelled(const datasets::Dataset& d, const datasets::DatasetSpec&
           torch::tensor(std::vector<int64_t>(all.begin() + begin, all.begin() + begin + d.size()), torch::kLong)};
 }
 
-std::string classifier_cache(const EvalData& data) {
+std::string classifier_cache(const EvalData& data, int epochs) {
+  // Everything the network depends on is in the name (its seed is fixed), so a cached file is
+  // always the network that would be trained now.
   const std::string file = "gantry-classifier-" + data.train_spec.name + "-" + data.train_spec.split + "-" +
-                           std::to_string(data.train_begin) + "-" + std::to_string(data.train->size()) + ".pt";
+                           std::to_string(data.train_begin) + "-" + std::to_string(data.train->size()) + "-e" +
+                           std::to_string(epochs) + ".pt";
   const fs::path dir = fs::absolute(data.train_spec.path);
   if (!data.train_spec.cache_dir.empty()) return (fs::path(data.train_spec.cache_dir) / file).string();
   // Not in a folder marked read-only, even for root (who may write anywhere), nor under /usr.
@@ -248,8 +255,9 @@ std::function<double(GanModels&)> make_frechet_probe(const Config& config, std::
       << data.test->name() << "\n";
   auto classifier = std::make_shared<Classifier>(
       load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin),
-                               labelled(*data.test, data.test_spec, data.test_begin), classifier_cache(data),
-                               static_cast<uint64_t>(config.run.seed), EvalOptions{}.classifier_epochs, log));
+                               labelled(*data.test, data.test_spec, data.test_begin),
+                               classifier_cache(data, EvalOptions{}.classifier_epochs), kClassifierSeed,
+                               EvalOptions{}.classifier_epochs, log));
   log << "gantry: feature classifier " << describe(*classifier) << "\n";
   auto test = std::make_shared<GaussianFit>(
       fit_gaussian(classifier_features(*classifier, read_records(*data.test, 0, data.test->size()))));
@@ -283,7 +291,8 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
   } else if (o.metric == "frechet") {
     const LabelledImages test = labelled(*data.test, data.test_spec, data.test_begin);
     Classifier c = load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin), test,
-                                            classifier_cache(data), o.seed, o.classifier_epochs, out);
+                                            classifier_cache(data, o.classifier_epochs), kClassifierSeed,
+                                            o.classifier_epochs, out);
     out << "feature classifier: " << describe(c) << "\n";
     const torch::Tensor fake = samples_of(gan, o);
     result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, fake, data, o,

@@ -468,6 +468,15 @@ TEST(Frechet, TheCommandTrainsCachesAndReusesItsClassifier) {
   // The cached classifier is the same network: same accuracy, same distances.
   EXPECT_EQ(first["classifier_accuracy"], second["classifier_accuracy"]);
   EXPECT_DOUBLE_EQ(first["frechet_distance"].get<double>(), second["frechet_distance"].get<double>());
+  // Another --seed draws other samples of G but measures them in the same, cached, features.
+  o.seed = 5;
+  const nlohmann::json reseeded = eval::run_eval(o, log);
+  EXPECT_EQ(reseeded["classifier"], first["classifier"]);
+  EXPECT_EQ(reseeded["classifier_accuracy"], first["classifier_accuracy"]);
+  EXPECT_DOUBLE_EQ(reseeded["frechet_distance_floor"].get<double>(), first["frechet_distance_floor"].get<double>());
+  EXPECT_NE(reseeded["frechet_distance"].get<double>(), first["frechet_distance"].get<double>());
+  EXPECT_NE(cache.find("-e1.pt"), std::string::npos) << "the epochs are part of the cache's name: " << cache;
+  o.seed = 0;
   EXPECT_GT(first["frechet_distance_floor"].get<double>(), 0.0);
   EXPECT_EQ(first["real_records"].get<int64_t>(), 50);
   // The distance's two parts, and each set's total feature variance.
