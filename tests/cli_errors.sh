@@ -65,6 +65,10 @@ if ! nvidia-smi -L > /dev/null 2>&1; then
 fi
 expect_error batch-not-divisible "good.yaml:9: train.batch_size: 8 is not divisible by the world size 3" \
   "$mpiexec" "${mpi_flags[@]}" -np 3 "$gantry" train --config "$work/good.yaml"
+# Found by every rank together, it is still a config mistake: exit 2, which launchers do not retry.
+"$mpiexec" "${mpi_flags[@]}" -np 3 "$gantry" train --config "$work/good.yaml" >/dev/null 2>&1; rc=$?
+if [ $rc -eq 2 ]; then echo "ok   batch-not-divisible exits 2"; passed=$((passed + 1));
+else echo "FAIL batch-not-divisible: exit $rc, expected 2"; failures=$((failures + 1)); fi
 
 # Data files: a truncated IDX file and one with a wrong magic number, named in the error.
 mkdir -p "$work/mnist"

@@ -66,6 +66,31 @@ TEST(Checkpointer, StepsPastEightDigitsAreFoundByLatestAutoAndRetention) {
   fs::remove_all(root);
 }
 
+// When checkpoints exist and none of them loads, --resume auto stops with one error rather than
+// starting from scratch, which would let retention delete them.
+TEST(Checkpointer, AutoRefusesToStartAfreshOverCheckpointsThatDoNotVerify) {
+  const fs::path root = fresh_dir("ckpt-none-verify");
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {root.string(), 3, 0});
+  for (int64_t step : {10, 20}) ckpt.save(state_at(step), step, {});
+  comm->barrier();
+  if (comm->rank() == 0)
+    for (const auto& dir : checkpoint::list_checkpoints(root.string()))
+      std::ofstream(fs::path(dir) / "manifest.json", std::ios::trunc) << "{ not json";
+  comm->barrier();
+  std::string what;
+  try {
+    ckpt.load("auto", [](const std::string&) {});
+  } catch (const checkpoint::CheckpointError& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("no checkpoint in " + root.string() + " verifies"), std::string::npos) << what;
+  EXPECT_NE(what.find("step-00000010"), std::string::npos) << "each failure is named: " << what;
+  EXPECT_EQ(checkpoint::list_checkpoints(root.string()).size(), 2u) << "nothing removed";
+  comm->barrier();
+  if (comm->rank() == 0) fs::remove_all(root);
+}
+
 TEST(Checkpointer, RenamedButLatestUnmovedSaysWhereAutoResumes) {
   const fs::path root = fresh_dir("ckpt-latest");
   auto comm = comm::make_mpi_communicator(*g_runtime);

@@ -464,6 +464,7 @@ std::optional<Loaded> Checkpointer::load(const std::string& spec,
   std::vector<std::string> candidates;
   std::istringstream lines(comm_.all_gather(listed).front());
   for (std::string line; std::getline(lines, line);) candidates.push_back(line);
+  std::string failures;  // each candidate's reason, for the error when none verifies
   for (const auto& dir : candidates) {
     try {
       Loaded loaded = load_one(dir);
@@ -477,9 +478,14 @@ std::optional<Loaded> Checkpointer::load(const std::string& spec,
       return loaded;
     } catch (const CheckpointError& e) {
       warn(std::string("skipping checkpoint that does not verify: ") + e.what());
+      failures += std::string(failures.empty() ? "" : "; ") + e.what();
     }
   }
-  if (!candidates.empty()) warn("no checkpoint in " + options_.dir + " verifies; starting from scratch");
+  // Starting from scratch here would overwrite the run's log and, through retention, delete the
+  // checkpoints that did not load (another gantry's format, a file system that failed to read).
+  if (!candidates.empty())
+    throw CheckpointError("no checkpoint in " + options_.dir + " verifies (" + failures +
+                          "); nothing was changed: restore one, or start afresh with another run.dir");
   return std::nullopt;
 }
 

@@ -120,24 +120,28 @@ void truncate_log(const fs::path& file, int64_t step) {
 }
 
 
-// Runs `setup` on every rank and makes them agree: if any rank failed, every rank throws
-// JobError with the failure (naming the rank when not all failed alike).
+// Runs `setup` on every rank and makes them agree: if any rank failed, every rank throws with the
+// failure (naming the rank when not all failed alike): ConfigError when every rank failed with
+// the same config error, so that the job exits 2 and a launcher does not retry a mistake, else
+// JobError.
 template <typename Fn>
 void on_all_ranks(comm::Communicator& comm, Fn&& setup) {
-  std::string error;
+  std::string error;  // "C" + message for a ConfigError, "E" + message for anything else
   try {
     setup();
   } catch (const ConfigError& e) {
-    error = e.what();
+    error = std::string("C") + e.what();
   } catch (const std::exception& e) {
-    error = e.what();
+    error = std::string("E") + e.what();
   }
   const auto errors = comm.all_gather(error);
   for (size_t r = 0; r < errors.size(); ++r) {
     if (errors[r].empty()) continue;
     bool everywhere = true;
     for (const auto& e : errors) everywhere &= (e == errors[r]);
-    throw JobError(everywhere || errors.size() == 1 ? errors[r] : "rank " + std::to_string(r) + ": " + errors[r]);
+    const std::string message = errors[r].substr(1);
+    if (everywhere && errors[r][0] == 'C') throw ConfigError(message);
+    throw JobError(everywhere || errors.size() == 1 ? message : "rank " + std::to_string(r) + ": " + message);
   }
 }
 
