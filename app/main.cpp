@@ -20,7 +20,7 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: gantry train --config FILE [--set key=value]... [--resume auto|CKPT] [--print-config]\n"
+    "usage: gantry train [--config FILE] [--set key=value]... [--resume auto|CKPT] [--print-config]\n"
     "       gantry inspect CKPT [--against CKPT2]\n"
     "       gantry sample --checkpoint CKPT --out grid.png [--n 64] [--seed S] [--generator G]\n"
     "       gantry sample --checkpoint CKPT --out interp.png --interpolate [--rows 8 --cols 10]\n"
@@ -33,10 +33,12 @@ constexpr const char* kUsage =
     "  Trains a GAN, data-parallel over every process of the launch (mpirun -np N, srun, or one\n"
     "  process on its own). Keys are dotted, as in the YAML file: --set train.steps=300.\n"
     "\n"
-    "  --config FILE    YAML run configuration (see configs/)\n"
+    "  --config FILE    YAML run configuration (see configs/); without it, the built-in defaults\n"
+    "                   (a DCGAN on Fashion-MNIST; --print-config shows them)\n"
     "  --set key=value  override one key; may repeat\n"
     "  --resume auto    continue from the newest checkpoint in <run.dir>/checkpoints that verifies\n"
-    "                   (none: start at step 0); --resume CKPT: that checkpoint, or fail\n"
+    "                   (none: start at step 0; none that verifies: an error); --resume CKPT:\n"
+    "                   that checkpoint, or fail\n"
     "  --print-config   print the resolved configuration and exit\n"
     "\n"
     "  inspect prints a checkpoint's summary and its digest (the same whatever world size saved\n"
@@ -76,7 +78,6 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (a == "--print-config") args.print_config = true;
     else throw UsageError("unknown argument '" + a + "'");
   }
-  if (args.config.empty()) throw UsageError("train needs --config FILE");
   return args;
 }
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "datasets/random.h"
 
@@ -84,7 +85,11 @@ std::string inflate_to_cache(const std::string& gz, const std::string& cache_dir
   std::error_code ec;
   if (fs::exists(target, ec) && fs::last_write_time(target, ec) >= fs::last_write_time(gz, ec)) return target.string();
   fs::create_directories(dir, ec);
-  const fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
+  // Private to this process even across hosts and containers that share the folder (and pids).
+  char host[256] = "host";
+  ::gethostname(host, sizeof host - 1);
+  const fs::path tmp = target.string() + ".tmp." + host + "." + std::to_string(::getpid()) + "." +
+                       std::to_string(std::random_device{}());
   gzFile in = gzopen(gz.c_str(), "rb");
   if (!in) throw DataError("data file " + gz + ": cannot open: " + std::strerror(errno));
   std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

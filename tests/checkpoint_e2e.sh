@@ -135,6 +135,9 @@ for damage in truncate flip no-manifest; do
     grep -q "resumed from .*step-00000010" "$dir.out"
   check "corrupt ($damage): the rerun recommits step 20 with A's digest" \
     same_nonempty "$(digest "$work/mlp-A")" "$(digest "$ckpt")"
+  # The damaged copy is the user's to examine or remove: moved aside, never deleted.
+  check "corrupt ($damage): the damaged step 20 is set aside as step-00000020.old-1, and the job says so" \
+    bash -c "[ -d '$ckpt.old-1' ] && grep -q 'it is now .*step-00000020.old-1' '$dir.out'"
 done
 run 2 "$work/corrupt-path" --set model.arch=mlp --set train.steps=20 \
   --resume "$work/corrupt-flip/nonexistent" > "$work/corrupt-path.out" 2>&1
@@ -163,6 +166,44 @@ run 1 "$dir" --set model.arch=mlp --set train.steps=16 --set checkpoint.every=5 
   --resume auto > "$dir.out3" 2>&1
 check "auto resumes from latest (step 15), not the abandoned step 20, and says so" \
   bash -c "grep -q 'resumed from .*step-00000015' '$dir.out3' && grep -q 'step-00000020 (from a run that went back past them)' '$dir.out3'"
+
+# Reaching step 20 again: the abandoned step 20 is moved aside, not replaced (a crash between the
+# two renames left neither copy, as both then had .tmp names that start-up removes).
+abandoned=$(digest "$dir/checkpoints/step-00000020")
+run 1 "$dir" --set model.arch=mlp --set train.steps=20 --set checkpoint.every=5 --set checkpoint.keep_last=2 \
+  --resume auto > "$dir.out4" 2>&1
+check "reaching step 20 again sets the abandoned step 20 aside intact, and says so" \
+  bash -c "[ '$(digest "$dir/checkpoints/step-00000020.old-1")' = '$abandoned' ] && [ -n '$abandoned' ] &&
+           grep -q 'it is now .*step-00000020.old-1' '$dir.out4'"
+
+# ---- resuming a finished run: nothing to train and nothing rewritten ----------------------------
+# (a launcher's retry after the job ended); past the checkpoint's step, train.steps is an error.
+dir="$work/finished"
+cp -r "$work/mlp-A" "$dir"
+outputs() { (cd "$dir" && md5sum final.pt summary.json log.jsonl config.yaml checkpoints/latest); }
+before=$(outputs)
+run 2 "$dir" --set model.arch=mlp --set train.steps=20 --resume auto > "$dir.out1" 2>&1
+rc=$? after=$(outputs)
+check "resuming a finished run: exit 0, nothing to train, its outputs unchanged" \
+  bash -c "[ $rc -eq 0 ] && grep -q 'nothing to train' '$dir.out1' && [ '$before' = '$after' ]"
+rm "$dir/final.pt"
+run 2 "$dir" --set model.arch=mlp --set train.steps=20 --resume auto > "$dir.out2" 2>&1
+check "resuming a finished run without final.pt writes it again" [ -s "$dir/final.pt" ]
+before=$(outputs)
+run 2 "$dir" --set model.arch=mlp --set train.steps=15 --resume auto > "$dir.out3" 2>&1
+rc=$? after=$(outputs)
+check "train.steps below the checkpoint's step: exit 2, named, nothing changed" \
+  bash -c "[ $rc -eq 2 ] && grep -q 'train.steps: 15 is below step 20 of' '$dir.out3' && [ '$before' = '$after' ]"
+
+# ---- a resume that fails changes nothing: config.yaml stays the run's --------------------------
+dir="$work/none-verify"
+cp -r "$work/mlp-A" "$dir"
+for m in "$dir"/checkpoints/step-*/manifest.json; do echo '{ not json' > "$m"; done
+before=$(cd "$dir" && md5sum config.yaml log.jsonl)
+run 2 "$dir" --set model.arch=mlp --set train.steps=40 --set train.batch_size=48 --resume auto > "$dir.out" 2>&1
+rc=$? after=$(cd "$dir" && md5sum config.yaml log.jsonl)
+check "no checkpoint verifies: one error naming them, config.yaml and log.jsonl untouched" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'no checkpoint in .* verifies' '$dir.out' && [ '$before' = '$after' ]"
 
 # ---- a new run never overwrites a run directory that holds checkpoints --------------------------
 run 2 "$work/mlp-A" --set model.arch=mlp --set train.steps=20 > "$work/overwrite.out" 2>&1

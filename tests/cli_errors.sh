@@ -94,5 +94,12 @@ expect_error gpu-check-stage "gpu_check.sh: unknown stage 'cuda-unt' \\(stages: 
   env OUT="$work/gpu" "$gpu_check" run "$work/no-debs" nccl cuda-unt
 if [ -e "$work/gpu" ]; then echo "FAIL gpu-check-stage wrote $work/gpu"; failures=$((failures + 1)); fi
 
+# Plain `gantry train` needs no --config: the built-in defaults (a Fashion-MNIST DCGAN), which a
+# misspelt --set still names.
+if "$gantry" train --print-config 2>&1 | grep -q '^  name: fashion-mnist$'; then
+  echo "ok   train without --config prints the defaults"; passed=$((passed + 1))
+else echo "FAIL train without --config: no defaults printed"; failures=$((failures + 1)); fi
+expect_error no-config-unknown-key "--set train.stepz=3: unknown key" "$gantry" train --set train.stepz=3
+
 echo "$passed passed, $failures failed"
 [ $failures -eq 0 ]

@@ -1,7 +1,9 @@
 // Tests: the Checkpointer's naming and commit at one rank (a world of size 1 is the same code
 // path as N; checkpoint_e2e.sh covers N ranks, crashes and resharding). Steps past 10^8 keep
 // being found by `latest`, auto and retention; a failure after the commit's rename says where
-// auto will resume; an old checkpoint that retention cannot remove leaves the commit standing.
+// auto will resume; an old checkpoint that retention cannot remove leaves the commit standing;
+// a re-saved step sets the earlier copy aside; a checkpoint that did not verify does not count
+// for retention; the ranks' errors are joined once each.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -150,6 +152,67 @@ TEST(Checkpointer, AnOldCheckpointRetentionCannotRemoveLeavesTheCommitStanding) 
   }
   EXPECT_NE(ckpt.take_warning().find("step-00000004 (Permission denied;"), std::string::npos);
   fs::remove_all(root);
+}
+
+// Re-saving a step that is already on disk (a resume went back past it, or it did not verify)
+// moves the earlier copy aside under a name nothing loads, cleans or retains, and says where.
+TEST(Checkpointer, ResavingAStepSetsTheEarlierCopyAsideIntact) {
+  const fs::path root = fresh_dir("ckpt-resave");
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {root.string(), 3, 0});
+  ckpt.save(state_at(1), 1, {});
+  ckpt.save(state_at(2), 2, {});
+  const std::string first = checkpoint::digest(checkpoint::read_checkpoint((root / "step-00000002").string()).state);
+  for (int k = 1; k <= 2; ++k) {
+    checkpoint::StateDict other = state_at(2);
+    other["w"].fill_(100.0f + k);
+    ckpt.save(other, 2, {});
+    const std::string warning = ckpt.take_warning();
+    EXPECT_NE(warning.find("it is now " + (root / "step-00000002").string() + ".old-" + std::to_string(k)),
+              std::string::npos)
+        << warning;
+    EXPECT_FLOAT_EQ(checkpoint::read_checkpoint((root / "step-00000002").string()).state.at("w")[0].item<float>(),
+                    100.0f + k);
+  }
+  EXPECT_EQ(checkpoint::digest(checkpoint::read_checkpoint((root / "step-00000002.old-1").string()).state), first);
+  ckpt.clean_leftovers();
+  EXPECT_TRUE(fs::exists(root / "step-00000002.old-1")) << "leftover cleaning removes only .tmp";
+  EXPECT_EQ(names(checkpoint::list_checkpoints(root.string())),
+            (std::vector<std::string>{"step-00000002", "step-00000001"}));
+  fs::remove_all(root);
+}
+
+// A checkpoint that --resume auto skipped takes no place among the last K: with K = 3 it would
+// have pushed out a good one at once.
+TEST(Checkpointer, ACheckpointThatDidNotVerifyTakesNoPlaceAmongTheLastK) {
+  const fs::path root = fresh_dir("ckpt-unverified");
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {root.string(), 3, 0});
+  for (int64_t step : {10, 20, 30}) ckpt.save(state_at(step), step, {});
+  std::ofstream(root / "step-00000030" / "manifest.json", std::ios::trunc) << "{ not json";
+  const auto loaded = ckpt.load("auto", [](const std::string&) {});
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->state.at("step").item<int64_t>(), 20);
+  // The resumed run saves every 15 steps: 35, 50, 65. Step 30 now lies below each commit.
+  ckpt.save(state_at(35), 35, {});
+  EXPECT_EQ(names(checkpoint::list_checkpoints(root.string())),
+            (std::vector<std::string>{"step-00000035", "step-00000030", "step-00000020", "step-00000010"}));
+  ckpt.save(state_at(50), 50, {});
+  EXPECT_EQ(names(checkpoint::list_checkpoints(root.string())),
+            (std::vector<std::string>{"step-00000050", "step-00000035", "step-00000030", "step-00000020"}));
+  ckpt.save(state_at(65), 65, {});  // three good ones newer: step 30 goes too
+  EXPECT_EQ(names(checkpoint::list_checkpoints(root.string())),
+            (std::vector<std::string>{"step-00000065", "step-00000050", "step-00000035"}));
+  fs::remove_all(root);
+}
+
+TEST(Checkpointer, RankErrorsAreJoinedOnceEach) {
+  using checkpoint::join_rank_errors;
+  EXPECT_EQ(join_rank_errors({"", "", ""}), "");
+  EXPECT_EQ(join_rank_errors({"disk full", "disk full", "disk full"}), "disk full");
+  EXPECT_EQ(join_rank_errors({"disk full"}), "disk full");
+  EXPECT_EQ(join_rank_errors({"disk full", "", "disk full"}), "ranks 0, 2: disk full");
+  EXPECT_EQ(join_rank_errors({"a", "b", "a", ""}), "ranks 0, 2: a; rank 1: b");
 }
 
 int main(int argc, char** argv) {

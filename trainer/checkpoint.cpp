@@ -146,14 +146,40 @@ void write_latest(const fs::path& root, const std::string& name) {
   fsync_dir(root);
 }
 
-// Every rank's error (empty: none) joined into one message, or "" when all succeeded.
-std::string agree(comm::Communicator& comm, const std::string& error) {
-  const auto errors = comm.all_gather(error);
+}  // namespace
+
+std::string join_rank_errors(const std::vector<std::string>& errors) {
+  std::vector<std::pair<std::string, std::vector<size_t>>> distinct;  // in order of first appearance
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (errors[r].empty()) continue;
+    auto it = std::find_if(distinct.begin(), distinct.end(), [&](const auto& d) { return d.first == errors[r]; });
+    if (it == distinct.end()) distinct.push_back({errors[r], {r}});
+    else it->second.push_back(r);
+  }
+  if (distinct.size() == 1 && distinct.front().second.size() == errors.size()) return distinct.front().first;
   std::string joined;
-  for (size_t r = 0; r < errors.size(); ++r)
-    if (!errors[r].empty())
-      joined += (joined.empty() ? "" : "; ") + (errors.size() > 1 ? "rank " + std::to_string(r) + ": " : "") + errors[r];
+  for (const auto& [error, ranks] : distinct) {
+    std::string who = ranks.size() == 1 ? "rank " : "ranks ";
+    for (size_t i = 0; i < ranks.size(); ++i) who += (i ? ", " : "") + std::to_string(ranks[i]);
+    joined += (joined.empty() ? "" : "; ") + who + ": " + error;
+  }
   return joined;
+}
+
+namespace {
+
+// Every rank's error joined into one message (join_rank_errors), or "" when all succeeded.
+std::string agree(comm::Communicator& comm, const std::string& error) {
+  return join_rank_errors(comm.all_gather(error));
+}
+
+// A name beside `dir` for a copy moved out of the way: "<dir>.old-K", the first K free. Not a
+// step-NNNNNNNN name nor a .tmp one, so neither loading, retention nor leftover cleaning touch it.
+fs::path set_aside_name(const fs::path& dir) {
+  for (int k = 1;; ++k) {
+    fs::path candidate = dir.string() + ".old-" + std::to_string(k);
+    if (!fs::exists(candidate)) return candidate;
+  }
 }
 
 }  // namespace
@@ -297,11 +323,12 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
 
   // 2. The ranks agree that every write succeeded; otherwise nothing is committed.
   const auto reports = comm_.all_gather(report.dump());
-  std::string failed;
-  for (size_t r = 0; r < reports.size(); ++r) {
-    const json j = json::parse(reports[r]);
-    if (j.contains("error")) failed += (failed.empty() ? "" : "; ") + ("rank " + std::to_string(r) + ": ") + j["error"].get<std::string>();
+  std::vector<std::string> errors;
+  for (const auto& r : reports) {
+    const json j = json::parse(r);
+    errors.push_back(j.contains("error") ? j["error"].get<std::string>() : "");
   }
+  const std::string failed = join_rank_errors(errors);
   if (!failed.empty()) {
     std::error_code ignored;  // a filesystem that failed the write may fail this too: the error stays the ranks' one
     if (rank == 0) fs::remove_all(tmp_dir, ignored);
@@ -328,14 +355,23 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       maybe_fault("before_manifest", rank, step);
       write_durable(tmp_dir / "manifest.json", manifest.dump(1) + "\n");
       fsync_dir(tmp_dir);
+      // A step-N already there is from a run that went back past it, or one that failed to
+      // verify: it is moved aside, never deleted, and durably so before the new one takes its
+      // name (a crash in between leaves it under its new name and the new one uncommitted).
+      std::string set_aside;
+      if (fs::exists(final_dir)) {
+        const fs::path aside = set_aside_name(final_dir);
+        fs::rename(final_dir, aside);
+        fsync_dir(root);
+        set_aside = aside.string();
+      }
       maybe_fault("before_rename", rank, step);
-      // A step-N already there failed verification (or a resume went back past it): replace it.
-      const fs::path replaced = final_dir.string() + ".replaced.tmp";
-      if (fs::exists(final_dir)) fs::rename(final_dir, replaced);
       fs::rename(tmp_dir, final_dir);
       renamed = true;
       fsync_dir(root);
-      fs::remove_all(replaced);
+      if (!set_aside.empty())
+        warning_ = "an earlier " + final_dir.string() + " was there (from a run that went back past it, or one that " +
+                   "did not verify): it is now " + set_aside + "; remove it when it is no longer needed";
       maybe_fault("before_latest", rank, step);
       write_latest(root, step_dir_name(step));
     } catch (const std::exception& e) {
@@ -345,7 +381,10 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
         error += " (" + final_dir.filename().string() + " is complete on disk, but `latest` may still name the " +
                  "previous checkpoint, which --resume auto then resumes from)";
     }
-    if (error.empty()) warning_ = apply_retention(step);  // committed: what it cannot remove is a warning
+    if (error.empty()) {  // committed: what retention cannot remove is a warning
+      const std::string retention = apply_retention(step);
+      if (!retention.empty()) warning_ += (warning_.empty() ? "" : "; ") + retention;
+    }
   }
   if (const std::string e = agree(comm_, error); !e.empty())
     throw CheckpointError("checkpoint " + final_dir.string() + " not committed: " + e);
@@ -367,7 +406,14 @@ std::string Checkpointer::apply_retention(int64_t committed_step) {
     // Past the commit: a branch that a resume from an earlier checkpoint went back past. Ranked
     // by step, the new commits would sort below it and be deleted at once.
     if (step > committed_step) continue;
-    if (kept++ < std::max<int64_t>(options_.keep_last, 1)) continue;  // the commit itself first
+    // One that a resume found not to verify takes no place among the last K: it would push out a
+    // good one. It stays while fewer than K good ones are newer.
+    const int64_t keep = std::max<int64_t>(options_.keep_last, 1);
+    if (unverified_.count(fs::path(dir).filename().string())) {
+      if (kept < keep) continue;
+    } else if (kept++ < keep) {
+      continue;  // the commit itself first
+    }
     if (options_.keep_every > 0 && step % options_.keep_every == 0) continue;
     std::error_code ec;
     if (fault_requested("retention", 0, committed_step)) ec = std::make_error_code(std::errc::permission_denied);
@@ -477,6 +523,7 @@ std::optional<Loaded> Checkpointer::load(const std::string& spec,
              " (from a run that went back past them) stay on disk, unused and never deleted by retention");
       return loaded;
     } catch (const CheckpointError& e) {
+      unverified_.insert(fs::path(dir).filename().string());
       warn(std::string("skipping checkpoint that does not verify: ") + e.what());
       failures += std::string(failures.empty() ? "" : "; ") + e.what();
     }

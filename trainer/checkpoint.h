@@ -13,6 +13,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -35,7 +36,8 @@ struct Options {
   std::string dir;         // <run.dir>/checkpoints
   // Retention after each commit of step N: the newest K checkpoints up to step N are kept, and
   // every checkpoint whose step is a multiple of M (0: none). Checkpoints past step N (left by a
-  // run that resumed from an earlier one) are never deleted: they are the user's to remove.
+  // run that resumed from an earlier one) are never deleted: they are the user's to remove. One
+  // that load() found not to verify is not counted among the K.
   int64_t keep_last = 3;
   int64_t keep_every = 0;
 };
@@ -53,7 +55,8 @@ class Checkpointer {
   // manifest. Returns the committed directory; throws CheckpointError on every rank when any
   // rank failed, and then `latest` names the previous checkpoint (or may, when only its update
   // failed; the message says so). A retention failure after the commit is no save failure: it
-  // waits in take_warning() (rank 0).
+  // waits in take_warning() (rank 0), as does the name an earlier step-N was moved to
+  // (step-N.old-K) when one was already there.
   std::string save(const StateDict& state, int64_t step, const nlohmann::json& meta);
   // The warning of the last save (or of the async save that wait() returned), once; "" if none.
   std::string take_warning();
@@ -84,6 +87,7 @@ class Checkpointer {
   std::exception_ptr worker_error_;
   std::string warning_;
   StateDict host_buffers_;  // the async save's private copy, reused
+  std::set<std::string> unverified_;  // step-N names that load() skipped: retention does not count them
 };
 
 // The checkpoint directories under `checkpoints_dir`, newest step first (committed ones only).
@@ -99,5 +103,9 @@ Loaded read_checkpoint(const std::string& dir);
 std::string digest(const StateDict& state);
 
 std::string step_dir_name(int64_t step);
+
+// The ranks' errors (empty: none) as one message: each distinct error once, after the ranks that
+// hit it ("ranks 0, 2: ..."), and without ranks when every rank hit the same one; "" if none.
+std::string join_rank_errors(const std::vector<std::string>& errors);
 
 }  // namespace gantry::checkpoint

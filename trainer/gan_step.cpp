@@ -82,8 +82,14 @@ void load_adam(torch::optim::Adam& opt, const torch::nn::Module& m, const std::s
     if (it == in.end()) continue;
     auto s = std::make_unique<torch::optim::AdamParamState>();
     s->exp_avg(it->second.to(p.value().device()).clone());
-    s->exp_avg_sq(in.at(prefix + p.key() + "/exp_avg_sq").to(p.value().device()).clone());
-    s->step(in.at(prefix + p.key() + "/step").item<int64_t>());
+    // exp_avg present, the rest must be too
+    auto part = [&](const char* what) {
+      const auto found = in.find(prefix + p.key() + "/" + what);
+      if (found == in.end()) throw checkpoint::CheckpointError("the checkpoint has no tensor " + prefix + p.key() + "/" + what);
+      return found->second;
+    };
+    s->exp_avg_sq(part("exp_avg_sq").to(p.value().device()).clone());
+    s->step(part("step").item<int64_t>());
     state[optimizer_state_key(state, p.value())] = std::move(s);
   }
 }

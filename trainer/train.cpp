@@ -71,16 +71,31 @@ checkpoint::StateDict training_state(GanStep& gan, const datasets::DataStream& s
   return state;
 }
 
+// A tensor the checkpoint must hold (one that verified but lacks it came from another program).
+const torch::Tensor& required(const checkpoint::StateDict& state, const std::string& name) {
+  const auto it = state.find(name);
+  if (it == state.end()) throw checkpoint::CheckpointError("the checkpoint has no tensor " + name);
+  return it->second;
+}
+
+int64_t required_count(const checkpoint::StateDict& state, const std::string& name) {
+  const torch::Tensor& t = required(state, name);
+  if (t.numel() != 1 || t.scalar_type() != torch::kInt64)
+    throw checkpoint::CheckpointError("tensor " + name + " is not one int64 count (shape " + c10::str(t.sizes()) +
+                                      ", " + std::string(c10::toString(t.scalar_type())) + ")");
+  return t.item<int64_t>();
+}
+
 void restore_training_state(const checkpoint::StateDict& state, GanStep& gan, datasets::DataStream& stream) {
   gan.load_state(state);
   // Checkpoints from before data/batch_size counted in batches of the run's size, as far as
   // anyone can tell; an index past this epoch then moves to the next one rather than reading
   // past its permutation.
-  const auto saved_batch = state.find("data/batch_size");
-  stream.resume_position({state.at("data/epoch").item<int64_t>(), state.at("data/batch").item<int64_t>()},
-                         saved_batch == state.end() ? stream.global_batch() : saved_batch->second.item<int64_t>());
+  const bool sized = state.count("data/batch_size") > 0;
+  stream.resume_position({required_count(state, "data/epoch"), required_count(state, "data/batch")},
+                         sized ? required_count(state, "data/batch_size") : stream.global_batch());
   auto generator = at::detail::getDefaultCPUGenerator();
-  generator.set_state(state.at("rng/torch_cpu"));
+  generator.set_state(required(state, "rng/torch_cpu"));
 }
 
 // Test hook: GANTRY_FAULT_NONFINITE=d|g:STEP[:RANK] fills that network's input with NaN on RANK
@@ -407,7 +422,6 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     if (rank0) {
       fs::create_directories(run_dir / "samples");
       fs::create_directories(run_dir / "checkpoints");
-      write_file_atomic(run_dir / "config.yaml", to_yaml(config));
     }
   });
   on_all_ranks(*comm, [&] { reporter = std::make_unique<Reporter>(rank0, run_dir.string(), config.train.steps); });
@@ -450,12 +464,22 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     const auto load_start = Clock::now();
     auto loaded = checkpointer.load(resume, [&](const std::string& w) { reporter->message("gantry: warning: " + w); });
     if (loaded) {
-      restore_training_state(loaded->state, *gan, *stream);
-      start_step = loaded->state.at("train/step").item<int64_t>();
+      int64_t images_seen = 0;
+      try {  // the same state on every rank: they fail alike
+        restore_training_state(loaded->state, *gan, *stream);
+        start_step = required_count(loaded->state, "train/step");
+        images_seen = required_count(loaded->state, "train/images_seen");
+      } catch (const std::exception& e) {
+        throw checkpoint::CheckpointError("checkpoint " + loaded->dir + ": " + e.what() + "; nothing was changed");
+      }
+      // Past train.steps: training would start beyond its end, and final.pt would be rewritten
+      // from a later state than the config asks for.
+      if (start_step > config.train.steps)
+        throw ConfigError("config error: train.steps: " + std::to_string(config.train.steps) + " is below step " +
+                          std::to_string(start_step) + " of " + loaded->dir + "; nothing was changed");
       // The digest of the state now live in this process: equal to the checkpoint's when the load
       // (and any resharding) reproduced it exactly.
-      const std::string live = checkpoint::digest(
-          training_state(*gan, *stream, start_step, loaded->state.at("train/images_seen").item<int64_t>()));
+      const std::string live = checkpoint::digest(training_state(*gan, *stream, start_step, images_seen));
       reporter->message("gantry: resumed from " + loaded->dir + " (step " + std::to_string(start_step) +
                         ", saved by " + std::to_string(loaded->manifest.value("world_size", 0)) +
                         " rank(s)) in " + std::to_string(std::chrono::duration<double>(Clock::now() - load_start).count()) +
@@ -466,10 +490,19 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       reporter->message("gantry: no checkpoint to resume from; starting at step 0");
     }
   }
-  if (rank0) {
+  // A run resumed at its last step (a launcher's retry after it finished, or a crash after the
+  // final checkpoint) has nothing to train: its log, config and summary stay as they are, and
+  // only outputs that are missing are written below.
+  const bool finished_before = !resume.empty() && start_step == config.train.steps;
+  if (rank0 && !finished_before) {
+    // Written only now that the resume (if any) succeeded: a failed one leaves the run as it was.
+    write_file_atomic(run_dir / "config.yaml", to_yaml(config));
     if (start_step > 0) truncate_log(run_dir / "log.jsonl", start_step);
     else std::ofstream(run_dir / "log.jsonl", std::ios::trunc);
   }
+  if (finished_before)
+    reporter->message("gantry: the checkpoint is at train.steps (" + std::to_string(start_step) +
+                      "): nothing to train; raise train.steps to go on");
   const nlohmann::json checkpoint_meta = {{"gantry_version", GANTRY_VERSION}, {"torch_version", TORCH_VERSION},
                                           {"config_digest", config_digest(config)}, {"seed", config.run.seed}};
   auto seconds_since = [](Clock::time_point t0) {
@@ -713,8 +746,9 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                                         phase_totals.allreduce, phase_totals.optimizer}, torch::kFloat64);
   comm->all_reduce(phases, comm::ReduceOp::kAverage);
   const auto ph = phases.accessor<double, 1>();
-  if (rank0) {
+  if (rank0 && !(finished_before && fs::exists(run_dir / "final.pt")))
     save_weights(models, run_dir / "final.pt");
+  if (rank0 && !(finished_before && fs::exists(run_dir / "summary.json"))) {
     nlohmann::json summary = {
         {"steps", config.train.steps},
         {"world_size", world},
