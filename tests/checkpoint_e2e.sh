@@ -186,9 +186,18 @@ run 2 "$dir" --set model.arch=mlp --set train.steps=20 --resume auto > "$dir.out
 rc=$? after=$(outputs)
 check "resuming a finished run: exit 0, nothing to train, its outputs unchanged" \
   bash -c "[ $rc -eq 0 ] && grep -q 'nothing to train' '$dir.out1' && [ '$before' = '$after' ]"
+final=$(md5sum < "$dir/final.pt")
 rm "$dir/final.pt"
 run 2 "$dir" --set model.arch=mlp --set train.steps=20 --resume auto > "$dir.out2" 2>&1
-check "resuming a finished run without final.pt writes it again" [ -s "$dir/final.pt" ]
+check "resuming a finished run without final.pt writes the same final.pt again" \
+  [ "$final" = "$(md5sum < "$dir/final.pt" 2>/dev/null)" ]
+# An earlier checkpoint resumed at its own step is another ending: its outputs are written.
+dir2="$work/finished-earlier"
+cp -r "$dir" "$dir2"
+run 2 "$dir2" --set model.arch=mlp --set train.steps=10 --resume "$dir2/checkpoints/step-00000010" > "$dir2.out" 2>&1
+check "resuming step 10 of a 20-step run at train.steps 10 writes step 10's summary and log" \
+  bash -c "! grep -q 'nothing to train' '$dir2.out' && grep -q '\"steps\": 10' '$dir2/summary.json' &&
+           [ \"\$(wc -l < '$dir2/log.jsonl')\" -eq 2 ]"
 before=$(outputs)
 run 2 "$dir" --set model.arch=mlp --set train.steps=15 --resume auto > "$dir.out3" 2>&1
 rc=$? after=$(outputs)

@@ -206,6 +206,22 @@ TEST(Checkpointer, ACheckpointThatDidNotVerifyTakesNoPlaceAmongTheLastK) {
   fs::remove_all(root);
 }
 
+// Once a damaged step is saved anew, the new one counts like any other.
+TEST(Checkpointer, AStepSavedAnewAfterFailingToVerifyCountsAgain) {
+  const fs::path root = fresh_dir("ckpt-unverified-resaved");
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  checkpoint::Checkpointer ckpt(*comm, {root.string(), 2, 0});
+  for (int64_t step : {10, 20}) ckpt.save(state_at(step), step, {});
+  std::ofstream(root / "step-00000020" / "manifest.json", std::ios::trunc) << "{ not json";
+  ASSERT_EQ(ckpt.load("auto", [](const std::string&) {})->state.at("step").item<int64_t>(), 10);
+  ckpt.save(state_at(20), 20, {});
+  EXPECT_TRUE(fs::exists(root / "step-00000020.old-1"));
+  ckpt.save(state_at(30), 30, {});
+  EXPECT_EQ(names(checkpoint::list_checkpoints(root.string())),
+            (std::vector<std::string>{"step-00000030", "step-00000020"}));
+  fs::remove_all(root);
+}
+
 TEST(Checkpointer, RankErrorsAreJoinedOnceEach) {
   using checkpoint::join_rank_errors;
   EXPECT_EQ(join_rank_errors({"", "", ""}), "");

@@ -339,6 +339,7 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
   std::string error;
   if (rank == 0) {
     bool renamed = false;
+    std::string set_aside;  // where an earlier step-N went
     try {
       json manifest = meta;
       manifest["format"] = kFormat;
@@ -358,7 +359,6 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       // A step-N already there is from a run that went back past it, or one that failed to
       // verify: it is moved aside, never deleted, and durably so before the new one takes its
       // name (a crash in between leaves it under its new name and the new one uncommitted).
-      std::string set_aside;
       if (fs::exists(final_dir)) {
         const fs::path aside = set_aside_name(final_dir);
         fs::rename(final_dir, aside);
@@ -368,6 +368,7 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       maybe_fault("before_rename", rank, step);
       fs::rename(tmp_dir, final_dir);
       renamed = true;
+      unverified_.erase(final_dir.filename().string());  // the name now holds a good checkpoint
       fsync_dir(root);
       if (!set_aside.empty())
         warning_ = "an earlier " + final_dir.string() + " was there (from a run that went back past it, or one that " +
@@ -380,6 +381,11 @@ std::string Checkpointer::save(const StateDict& state, int64_t step, const json&
       if (renamed)
         error += " (" + final_dir.filename().string() + " is complete on disk, but `latest` may still name the " +
                  "previous checkpoint, which --resume auto then resumes from)";
+      // Not renamed: the earlier step-N goes back to its name, or the error says where it is.
+      std::error_code back;
+      if (!renamed && !set_aside.empty()) fs::rename(set_aside, final_dir, back);
+      if (!set_aside.empty() && (renamed || back))
+        error += " (the earlier " + final_dir.filename().string() + " is now " + set_aside + ")";
     }
     if (error.empty()) {  // committed: what retention cannot remove is a warning
       const std::string retention = apply_retention(step);

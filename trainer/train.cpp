@@ -465,11 +465,11 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     auto loaded = checkpointer.load(resume, [&](const std::string& w) { reporter->message("gantry: warning: " + w); });
     if (loaded) {
       int64_t images_seen = 0;
-      try {  // the same state on every rank: they fail alike
+      try {  // a tensor missing from the same state on every rank: they fail alike
         restore_training_state(loaded->state, *gan, *stream);
         start_step = required_count(loaded->state, "train/step");
         images_seen = required_count(loaded->state, "train/images_seen");
-      } catch (const std::exception& e) {
+      } catch (const checkpoint::CheckpointError& e) {
         throw checkpoint::CheckpointError("checkpoint " + loaded->dir + ": " + e.what() + "; nothing was changed");
       }
       // Past train.steps: training would start beyond its end, and final.pt would be rewritten
@@ -493,7 +493,20 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   // A run resumed at its last step (a launcher's retry after it finished, or a crash after the
   // final checkpoint) has nothing to train: its log, config and summary stay as they are, and
   // only outputs that are missing are written below.
-  const bool finished_before = !resume.empty() && start_step == config.train.steps;
+  // It is that run only if its summary.json says so: the same train.steps and the checksum of
+  // the state just loaded (an earlier checkpoint resumed at its own step is a new ending, and a
+  // crash before summary.json was written leaves the outputs to write). Only rank 0 writes them.
+  bool finished_before = false;
+  if (rank0 && !resume.empty() && start_step == config.train.steps) {
+    std::ifstream in(run_dir / "summary.json");
+    const auto summary = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    try {
+      finished_before = summary.is_object() && summary.value("steps", int64_t{-1}) == config.train.steps &&
+                        summary.value("checksum", uint64_t{0}) == checksum(replica_state(models));
+    } catch (const nlohmann::json::exception&) {
+      // a summary.json of other shape: not that run's
+    }
+  }
   if (rank0 && !finished_before) {
     // Written only now that the resume (if any) succeeded: a failed one leaves the run as it was.
     write_file_atomic(run_dir / "config.yaml", to_yaml(config));
@@ -501,8 +514,8 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     else std::ofstream(run_dir / "log.jsonl", std::ios::trunc);
   }
   if (finished_before)
-    reporter->message("gantry: the checkpoint is at train.steps (" + std::to_string(start_step) +
-                      "): nothing to train; raise train.steps to go on");
+    reporter->message("gantry: the run already ended at train.steps (" + std::to_string(start_step) +
+                      ") with this state (summary.json): nothing to train; raise train.steps to go on");
   const nlohmann::json checkpoint_meta = {{"gantry_version", GANTRY_VERSION}, {"torch_version", TORCH_VERSION},
                                           {"config_digest", config_digest(config)}, {"seed", config.run.seed}};
   auto seconds_since = [](Clock::time_point t0) {
@@ -748,7 +761,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
   const auto ph = phases.accessor<double, 1>();
   if (rank0 && !(finished_before && fs::exists(run_dir / "final.pt")))
     save_weights(models, run_dir / "final.pt");
-  if (rank0 && !(finished_before && fs::exists(run_dir / "summary.json"))) {
+  if (rank0 && !finished_before) {
     nlohmann::json summary = {
         {"steps", config.train.steps},
         {"world_size", world},
