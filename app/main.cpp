@@ -22,9 +22,9 @@ namespace {
 constexpr const char* kUsage =
     "usage: gantry train [--config FILE] [--set key=value]... [--resume auto|CKPT] [--print-config]\n"
     "       gantry inspect CKPT [--against CKPT2]\n"
-    "       gantry sample --checkpoint CKPT --out grid.png [--n 64] [--seed S] [--generator G]\n"
+    "       gantry sample --checkpoint CKPT --out grid.png [--n 64] [--seed S] [--generator G] [--class K]\n"
     "       gantry sample --checkpoint CKPT --out interp.png --interpolate [--rows 8 --cols 10]\n"
-    "                     [--seed S] [--generator G]\n"
+    "                     [--seed S] [--generator G] [--class K]\n"
     "       gantry eval --checkpoint CKPT --metric parzen|frechet|fid [--data PATH] [--samples 10000]\n"
     "                   [--seed S] [--inception FILE (fid)] [--generator G]\n"
     "       (sample and eval also take --threads N: intra-op threads, default every core; and\n"
@@ -45,6 +45,7 @@ constexpr const char* kUsage =
     "  it); --against prints the largest difference per tensor group between two checkpoints.\n"
     "\n"
     "  sample writes a grid of G's samples, or rows of G(z) along lines from z0 to z1 (--interpolate).\n"
+    "  A conditional G (model.conditional) draws a row per class, or class K only with --class K.\n"
     "  eval measures a checkpoint against the run's held-out or test records (README: Evaluation)\n"
     "  and appends the result to <run.dir>/eval.jsonl. CKPT may be a run directory (its latest).\n"
     "  --generator G    auto (default): G's moving average when the run kept one (train.g_ema_kimg),\n"
@@ -115,6 +116,11 @@ void parse_eval_args(int argc, char** argv, gantry::eval::SampleOptions& sample,
     else if (a == "--interpolate" && !std::strcmp(argv[1], "sample")) sample.interpolate = true;
     else if (a == "--rows" && !std::strcmp(argv[1], "sample")) sample.rows = number();
     else if (a == "--cols" && !std::strcmp(argv[1], "sample")) sample.cols = number();
+    else if (a == "--class" && !std::strcmp(argv[1], "sample")) {
+      sample.label = number();
+      if (sample.label < 0)
+        throw UsageError("--class must be a class index (0 or more), got " + std::to_string(sample.label));
+    }
     else if (a == "--metric" && !std::strcmp(argv[1], "eval")) eval.metric = value();
     else if (a == "--data" && !std::strcmp(argv[1], "eval")) eval.data = value();
     else if (a == "--samples" && !std::strcmp(argv[1], "eval")) eval.samples = number();

@@ -21,6 +21,7 @@ enum Stream : uint64_t {
   kEvalLatent = 8,  // gantry sample / eval
   kAugment = 9,     // train.augment's translations and cutouts
   kDropout = 10,    // model.mlp.d_dropout's masks
+  kFakeLabel = 11,  // a conditional G's labels in its updates
 };
 
 inline uint64_t mix64(uint64_t x) {

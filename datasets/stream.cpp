@@ -108,6 +108,9 @@ DataStream::DataStream(std::shared_ptr<const Dataset> dataset, int64_t global_ba
       sampler_(dataset_->size(), global_batch, rank, world_size, seed),
       seed_(seed),
       options_(options) {
+  if (options_.labels && static_cast<int64_t>(options_.labels->size()) != dataset_->size())
+    throw DataError(dataset_->name() + ": " + std::to_string(options_.labels->size()) + " labels for " +
+                    std::to_string(dataset_->size()) + " records");
   if (options_.prefetch > 0) pool_ = std::make_unique<WorkerPool>(std::max(1, options_.workers));
   // Pinned memory needs a CUDA runtime; a CPU-only LibTorch never takes this branch.
   pinned_ = options_.device.is_cuda() && torch::cuda::is_available();
@@ -148,20 +151,31 @@ std::function<torch::Tensor()> DataStream::batch_task(const StreamPosition& p) {
   };
 }
 
+torch::Tensor DataStream::labels_at(const StreamPosition& p) {
+  if (!options_.labels) return torch::Tensor();
+  const std::vector<int64_t> indices = sampler_.local_indices(p.epoch, p.batch);
+  torch::Tensor out = torch::empty({static_cast<int64_t>(indices.size())}, torch::kInt64);
+  int64_t* y = out.data_ptr<int64_t>();
+  for (size_t i = 0; i < indices.size(); ++i) y[i] = options_.labels->at(static_cast<size_t>(indices[i]));
+  return out;
+}
+
 torch::Tensor DataStream::next() {
   const auto start = std::chrono::steady_clock::now();
   torch::Tensor batch;
   if (!pool_) {
     batch = batch_task(position_)();
+    labels_ = labels_at(position_);
   } else {
     if (pending_.empty()) queued_ = position_;
     while (static_cast<int>(pending_.size()) <= options_.prefetch) {
-      pending_.push_back(pool_->submit(batch_task(queued_)));
+      pending_.emplace_back(pool_->submit(batch_task(queued_)), labels_at(queued_));
       queued_ = advance(queued_);
     }
-    auto future = std::move(pending_.front());
+    auto [future, labels] = std::move(pending_.front());
     pending_.pop_front();
     batch = future.get();  // rethrows a worker's error
+    labels_ = std::move(labels);
   }
   // From pinned memory the copy is asynchronous on the current stream, which orders it before
   // the kernels that use the batch (and the caching host allocator keeps the pinned block until
@@ -173,7 +187,7 @@ torch::Tensor DataStream::next() {
 }
 
 void DataStream::drain() {
-  for (auto& f : pending_) f.wait();
+  for (auto& [f, labels] : pending_) f.wait();
   pending_.clear();
 }
 

@@ -54,6 +54,9 @@ struct StreamOptions {
   // Where next() delivers batches. CUDA (when available): workers fill pinned host tensors and
   // next() starts a non-blocking copy to the device. CPU: plain host tensors, no copy.
   torch::Device device = torch::kCPU;
+  // The class label of every record of the dataset, in record order (a conditional GAN's): then
+  // labels() gives each batch's. Null: no labels.
+  std::shared_ptr<const std::vector<int64_t>> labels;
 };
 
 class WorkerPool;
@@ -67,6 +70,9 @@ class DataStream {
   // This rank's part of the next global batch, shape [local_batch, C, H, W], values in [-1, 1],
   // on options.device. An error in a worker thread is rethrown here with its message.
   torch::Tensor next();
+  // The labels of the batch next() returned last, [local_batch] int64 on the host; undefined
+  // without options.labels (or before the first next()).
+  const torch::Tensor& labels() const { return labels_; }
   // The position of the next batch next() returns (batches prefetched but not taken don't count).
   StreamPosition position() const { return position_; }
   // Continues from `position`; batches prefetched for the old position are dropped. A batch
@@ -87,6 +93,7 @@ class DataStream {
  private:
   StreamPosition advance(StreamPosition p) const;
   std::function<torch::Tensor()> batch_task(const StreamPosition& p);
+  torch::Tensor labels_at(const StreamPosition& p);  // undefined without options_.labels
   void drain();
 
   std::shared_ptr<const Dataset> dataset_;
@@ -96,7 +103,8 @@ class DataStream {
   StreamPosition position_;  // of the next batch handed out
   StreamPosition queued_;    // of the next batch to submit
   std::unique_ptr<WorkerPool> pool_;
-  std::deque<std::future<torch::Tensor>> pending_;
+  std::deque<std::pair<std::future<torch::Tensor>, torch::Tensor>> pending_;  // a batch, its labels
+  torch::Tensor labels_;
   double wait_seconds_ = 0;
   bool pinned_ = false;  // host batches are page-locked for asynchronous copies to options_.device
 };

@@ -20,6 +20,7 @@
 #include "eval/metrics.h"
 #include "trainer/device.h"
 #include "trainer/images.h"
+#include "trainer/latent.h"
 
 namespace gantry::eval {
 namespace fs = std::filesystem;
@@ -98,9 +99,17 @@ int64_t run_sample(const SampleOptions& o, std::ostream& out) {
   if (o.out.empty()) throw UsageError("sample needs --out FILE.png");
   check_truncation(o.truncation);
   TrainedGan gan = load_trained_gan(o.checkpoint, o.generator);
+  const int64_t classes = gan.models.classes;
+  if (o.label >= 0 && classes == 0)
+    throw UsageError("--class: the G of " + gan.checkpoint +
+                     " is not conditional (its run had model.conditional: false)");
+  if (o.label >= classes && classes > 0)
+    throw UsageError("--class must be 0.." + std::to_string(classes - 1) + ", got " + std::to_string(o.label));
   warn_if_blas_is_slow();
   if (gan.shape.height == 1) throw UsageError("sample draws image grids; " + gan.config.data.name + " has no images");
   const int64_t z_dim = gan.config.model.z_dim;
+  // A conditional G without --class: a row per class, each row one class throughout.
+  const bool row_per_class = classes > 0 && o.label < 0;
   int64_t rows = 0, cols = 0;
   torch::Tensor z;
   if (o.interpolate) {
@@ -110,12 +119,21 @@ int64_t run_sample(const SampleOptions& o, std::ostream& out) {
     z = interpolation_latents(o.seed, rows, cols, z_dim);
   } else {
     if (o.n < 1) throw UsageError("--n must be at least 1");
-    cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(o.n))));
-    rows = (o.n + cols - 1) / cols;
-    z = sample_latents(o.seed, o.n, z_dim);
+    if (row_per_class) {
+      rows = classes;
+      cols = (o.n + classes - 1) / classes;
+    } else {
+      cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(o.n))));
+      rows = (o.n + cols - 1) / cols;
+    }
+    z = sample_latents(o.seed, row_per_class ? rows * cols : o.n, z_dim);
   }
-  write_image_grid(generate(gan, z * o.truncation), rows, cols, o.out);
+  torch::Tensor labels;
+  if (row_per_class) labels = grid_labels(rows, cols, classes);
+  else if (classes > 0) labels = torch::full({z.size(0)}, o.label, torch::kInt64);
+  write_image_grid(generate(gan, z * o.truncation, labels), rows, cols, o.out);
   out << "gantry: " << z.size(0) << " samples (" << rows << " x " << cols << (o.interpolate ? ", interpolated" : "")
+      << (row_per_class ? ", a row per class" : "") << (o.label >= 0 ? ", class " + std::to_string(o.label) : "")
       << ") of " << gan.checkpoint << " (step " << gan.step << ", " << weights(gan) << truncation_note(o.truncation)
       << ") in " << o.out << "\n";
   return z.size(0);
@@ -299,9 +317,17 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
                           "frechet_distance", out);
     result["classifier_accuracy"] = c.test_accuracy;
     result["classifier"] = c.path;
-    result["class_coverage"] = coverage_report(class_coverage(classifier_labels(c, fake), test.labels,
-                                                              c.net->head->options.out_features()),
-                                               out);
+    const torch::Tensor fake_labels = classifier_labels(c, fake);
+    result["class_coverage"] =
+        coverage_report(class_coverage(fake_labels, test.labels, c.net->head->options.out_features()), out);
+    if (gan.models.classes > 0) {  // a conditional G: does it draw the class it is asked for?
+      const double agree =
+          fake_labels.eq(sample_labels(fake.size(0), gan.models.classes)).to(torch::kFloat64).mean().item<double>();
+      out << "conditional G: the classifier labels " << fixed(100 * agree, 1) << " % of G's samples with the class "
+          << "they were drawn for (its own accuracy on the evaluation records: " << fixed(100 * c.test_accuracy, 2)
+          << " %)\n";
+      result["label_agreement"] = agree;
+    }
   } else {
     if (!fs::exists(o.inception)) throw UsageError("--inception " + o.inception + ": not found");
     torch::jit::script::Module inception;

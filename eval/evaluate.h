@@ -27,6 +27,8 @@ struct SampleOptions {
   int64_t rows = 8, cols = 10;
   std::string generator = "auto";  // auto | ema | raw (load_trained_gan)
   double truncation = 1;           // psi: G(psi z), the truncation trick; 1 samples the prior as trained
+  // A conditional G's class for every sample; -1: a row per class (row r shows class r % classes).
+  int64_t label = -1;
 };
 
 // Writes the grid; returns the number of images in it.

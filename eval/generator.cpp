@@ -73,7 +73,11 @@ TrainedGan load_trained_gan(const std::string& path, const std::string& generato
 }
 
 torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch) {
-  torch::Tensor x = generate(gan.models, z, batch);
+  return generate(gan, z, torch::Tensor(), batch);
+}
+
+torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, const torch::Tensor& labels, int64_t batch) {
+  torch::Tensor x = generate(gan.models, z, labels, batch);
   // A NaN sample would turn every figure into NaN, and a grid into noise, with no word of why.
   if (!torch::isfinite(x).all().item<bool>())
     throw std::runtime_error("the generator in " + gan.checkpoint + " (step " + std::to_string(gan.step) +
@@ -83,13 +87,24 @@ torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch) {
 }
 
 torch::Tensor generate(GanModels& models, const torch::Tensor& z, int64_t batch) {
+  return generate(models, z, torch::Tensor(), batch);
+}
+
+torch::Tensor generate(GanModels& models, const torch::Tensor& z, const torch::Tensor& labels_in, int64_t batch) {
   torch::NoGradGuard no_grad;
   const torch::Device device = models.g->parameters().front().device();
+  torch::Tensor labels = labels_in;
+  if (models.classes > 0 && !labels.defined()) labels = sample_labels(z.size(0), models.classes);
   std::vector<torch::Tensor> parts;
-  for (int64_t lo = 0; lo < z.size(0); lo += batch)
-    parts.push_back(models.generate(z.slice(0, lo, lo + batch).to(device)).to(torch::kCPU, torch::kFloat32));
+  for (int64_t lo = 0; lo < z.size(0); lo += batch) {
+    const torch::Tensor y = labels.defined() ? labels.slice(0, lo, lo + batch) : labels;
+    parts.push_back(models.generate(models.g_input(z.slice(0, lo, lo + batch).to(device), y))
+                        .to(torch::kCPU, torch::kFloat32));
+  }
   return torch::cat(parts);
 }
+
+torch::Tensor sample_labels(int64_t n, int64_t classes) { return torch::arange(n, torch::kInt64) % classes; }
 
 torch::Tensor sample_latents(uint64_t seed, int64_t n, int64_t z_dim) {
   return latent_rows(seed, random::kEvalLatent, 0, 0, n, z_dim);

@@ -41,11 +41,18 @@ datasets::RecordShape record_shape(const DataConfig& data);
 // `generator`).
 TrainedGan load_trained_gan(const std::string& path, const std::string& generator = "auto");
 
-// G(z) for z [N, z_dim], batch by batch, without gradients: [N, C, H, W] in [-1, 1].
+// G(z) for z [N, z_dim], batch by batch, without gradients: [N, C, H, W] in [-1, 1]. A
+// conditional G (model.conditional) draws sample i of class labels[i] ([N] int64), or without
+// labels of class i % classes: each class in turn, as often as in the balanced evaluation sets.
 torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch = 500);
+torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, const torch::Tensor& labels, int64_t batch = 500);
 // The same for live models, on G's device (z is moved there), returned on the CPU in fp32. G's
 // mode is left as it is (eval mode for statistics, as TrainedGan's).
 torch::Tensor generate(GanModels& models, const torch::Tensor& z, int64_t batch = 500);
+torch::Tensor generate(GanModels& models, const torch::Tensor& z, const torch::Tensor& labels, int64_t batch = 500);
+
+// The labels a conditional G's evaluation samples are drawn for: class i % classes for sample i.
+torch::Tensor sample_labels(int64_t n, int64_t classes);
 
 // N standard-normal latents, a pure function of (seed, n, z_dim).
 torch::Tensor sample_latents(uint64_t seed, int64_t n, int64_t z_dim);

@@ -47,7 +47,8 @@ double rel_diff(double a, double b) { return std::abs(a - b) / std::max(std::abs
 const std::vector<std::pair<std::string, std::string>> kInvariancePairs = {
     {"invariance-np1", "invariance-np2"},
     {"invariance-np1", "invariance-np3"},
-    {"invariance-augment-np1", "invariance-augment-np2"}};  // train.augment: translation,cutout; R1; D's dropout
+    {"invariance-augment-np1", "invariance-augment-np2"},  // train.augment: translation,cutout; R1; D's dropout
+    {"invariance-conditional-np1", "invariance-conditional-np2"}};  // model.conditional: labels, fake labels
 
 TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
   for (const auto& [reference, other] : kInvariancePairs) {

@@ -81,9 +81,11 @@ TEST_P(GanStepLoss, EachUpdateMovesOnlyItsNetwork) {
     fake = fresh.generate(z);
   }
   const LossKind kind = parse_loss(c.train.loss);
-  torch::Tensor expected_loss = discriminator_loss(kind, fresh.discriminate(real), fresh.discriminate(fake));
+  torch::Tensor expected_loss = discriminator_loss(kind, fresh.discriminate(real, {}), fresh.discriminate(fake, {}));
   if (kind == LossKind::kWganGp)
-    expected_loss = expected_loss + c.train.gp_weight * gradient_penalty(fresh.discriminate, real, fake, mix);
+    expected_loss = expected_loss + c.train.gp_weight *
+                                        gradient_penalty([&](const torch::Tensor& x) { return fresh.discriminate(x, {}); },
+                                                         real, fake, mix);
   expect_all_close(gradients(*step.models().d), torch::autograd::grad({expected_loss}, fresh.d->parameters()), 1e-4,
                    1e-6);
 
@@ -112,6 +114,54 @@ INSTANTIATE_TEST_SUITE_P(AllLosses, GanStepLoss,
                            for (auto& ch : n) if (ch == '-') ch = '_';
                            return n;
                          });
+
+// model.conditional: a D update scores the real images and fakes drawn for the same labels, each
+// with its label; a G update scores its fakes with the labels it was given. Both gradients are
+// checked against fresh models fed the same labels, and a label changes what each update does.
+TEST_P(GanStepLoss, ConditionalUpdatesFollowTheLabels) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  const auto& [arch, loss] = GetParam();
+  Config c = arch == "mlp" ? gantry::testing::small_mlp_config(loss) : gantry::testing::small_dcgan_config(loss);
+  c.model.conditional = true;
+  const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
+  const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
+  const torch::Tensor labels = torch::tensor({3, 0, 9, 3, 5, 1}, torch::kInt64);
+  const torch::Tensor g_labels = torch::tensor({7, 2, 2, 0, 9, 4}, torch::kInt64);
+
+  GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+  step.d_update(real, z, mix, {}, false, {}, labels);
+  GanModels fresh = make_models(c, {1, 28, 28});
+  torch::Tensor fake;
+  {
+    torch::NoGradGuard no_grad;
+    fake = fresh.generate(fresh.g_input(z, labels));
+  }
+  const LossKind kind = parse_loss(c.train.loss);
+  torch::Tensor d_loss = discriminator_loss(kind, fresh.discriminate(real, labels), fresh.discriminate(fake, labels));
+  if (kind == LossKind::kWganGp)
+    d_loss = d_loss + c.train.gp_weight *
+                          gradient_penalty([&](const torch::Tensor& x) { return fresh.discriminate(x, labels); }, real,
+                                           fake, mix);
+  expect_all_close(gradients(*step.models().d), torch::autograd::grad({d_loss}, fresh.d->parameters()), 1e-4, 1e-6);
+
+  GanStep g_step(make_models(c, {1, 28, 28}), c, *comm);
+  g_step.g_update(z, {}, {}, g_labels);
+  const torch::Tensor g_loss =
+      generator_loss(kind, fresh.discriminate(fresh.generate(fresh.g_input(z, g_labels)), g_labels));
+  expect_all_close(gradients(*g_step.models().g), torch::autograd::grad({g_loss}, fresh.g->parameters()), 1e-4,
+                   1e-6);
+
+  // Other labels, another update; and an unlabelled update of a conditional GAN is refused.
+  GanStep other(make_models(c, {1, 28, 28}), c, *comm);
+  other.d_update(real, z, mix, {}, false, {}, (labels + 1) % 10);
+  const auto a = gradients(*step.models().d), b = gradients(*other.models().d);
+  bool differs = false;
+  for (size_t i = 0; i < a.size(); ++i) differs |= !torch::allclose(a[i], b[i], 1e-5, 1e-7);
+  EXPECT_TRUE(differs);
+  EXPECT_THROW(other.d_update(real, z, mix), c10::Error);
+  EXPECT_THROW(other.g_update(z), c10::Error);
+}
 
 TEST(Device, ResolvesTrainDevice) {
   Config c;
@@ -474,7 +524,7 @@ TEST(GanStep, GsUpdateBackpropagatesThroughTheAugmentation) {
 
   GanModels fresh = make_models(c, {1, 28, 28});  // the same seed: the weights before the update
   const torch::Tensor logits =
-      fresh.discriminate(diff_augment(fresh.generate(z), g_draws, parse_augment(c.train.augment)));
+      fresh.discriminate(diff_augment(fresh.generate(z), g_draws, parse_augment(c.train.augment)), {});
   expect_all_close(augmented,
                    torch::autograd::grad({generator_loss(parse_loss(c.train.loss), logits)}, fresh.g->parameters()),
                    1e-4, 1e-7);
@@ -514,7 +564,7 @@ TEST_P(GanStepR1, AddsItsScaledGradientToDsUpdate) {
   GanModels fresh = make_models(c, {1, 28, 28});  // the same seed: D's weights before the update
   const torch::Tensor penalty = r1_penalty(
       [&](const torch::Tensor& x) {
-        return fresh.discriminate(policy.any() ? diff_augment(x, draws.slice(1, 0, kAugmentDraws), policy) : x);
+        return fresh.discriminate(policy.any() ? diff_augment(x, draws.slice(1, 0, kAugmentDraws), policy) : x, {});
       },
       real);
   const auto params = fresh.d->parameters();

@@ -117,7 +117,7 @@ TEST(Models, ShapesForEveryArchitectureAndDataset) {
       const torch::Tensor x = m.generate(torch::randn({5, 16}));
       EXPECT_EQ(x.sizes(), (std::vector<int64_t>{5, shape.channels, shape.height, shape.width})) << arch;
       EXPECT_LE(x.abs().max().item<float>(), 1.0f);  // tanh output
-      EXPECT_EQ(m.discriminate(x).sizes(), (std::vector<int64_t>{5})) << arch;
+      EXPECT_EQ(m.discriminate(x, {}).sizes(), (std::vector<int64_t>{5})) << arch;
     }
   }
   c.model.arch = "mlp";
@@ -129,6 +129,76 @@ TEST(Models, ShapesForEveryArchitectureAndDataset) {
   int64_t d_params = 0;
   for (const auto& p : m.d->parameters()) d_params += p.numel();
   EXPECT_EQ(d_params, (784 * 512 + 512) + (512 * 256 + 256) + (256 * 128 + 128) + (128 + 1));
+}
+
+// model.conditional: G reads [z, one_hot(y)]; D adds <embed(y), phi(x)> to its unconditional
+// logit, phi(x) being its last layer's input. Checked for both architectures, both record shapes
+// and D's minibatch-std and spectral variants: the networks have the parameters an unconditional
+// config builds (the same names, G's first layer ten inputs wider) plus D's table; the projection
+// is linear in the table and vanishes with it; labels change G's output and D's logits.
+TEST(Models, ConditionalGanTakesLabelsInGsInputAndDsProjection) {
+  for (const std::string variant : {"mlp", "dcgan", "dcgan-mbstd", "dcgan-spectral"}) {
+    for (datasets::RecordShape shape : {datasets::RecordShape{1, 28, 28}, datasets::RecordShape{3, 32, 32}}) {
+      Config c;
+      c.model.arch = variant == "mlp" ? "mlp" : "dcgan";
+      c.model.z_dim = 16;
+      c.model.mlp.g_hidden = {32};
+      c.model.mlp.d_hidden = {32, 16};
+      c.model.dcgan.g_width = c.model.dcgan.d_width = 8;
+      if (variant == "dcgan-mbstd") c.model.dcgan.d_mbstd_group = 2;
+      if (variant == "dcgan-spectral") c.model.dcgan.d_norm = "spectral";
+      const std::string where = variant + " " + std::to_string(shape.channels);
+      GanModels plain = make_models(c, shape);
+      c.model.conditional = true;
+      GanModels m = make_models(c, shape);
+      EXPECT_EQ(plain.classes, 0);
+      ASSERT_EQ(m.classes, 10);
+
+      const torch::Tensor z = torch::randn({4, 16});
+      const torch::Tensor y = torch::tensor({0, 9, 4, 4}, torch::kInt64);
+      const torch::Tensor input = m.g_input(z, y);
+      EXPECT_TRUE(torch::equal(input, torch::cat({z, torch::one_hot(y, 10).to(torch::kFloat32)}, 1))) << where;
+      EXPECT_TRUE(torch::equal(plain.g_input(z, y), z)) << where;  // labels ignored
+      EXPECT_THROW(m.g_input(z, torch::Tensor()), c10::Error) << where;
+      EXPECT_THROW(m.g_input(z, torch::tensor({0, 1, 2, 10}, torch::kInt64)), c10::Error) << where;
+
+      // Parameters: the unconditional model's names, plus the projection table.
+      auto names = [](const torch::nn::Module& module) {
+        std::vector<std::string> out;
+        for (const auto& p : module.named_parameters()) out.push_back(p.key());
+        return out;
+      };
+      std::vector<std::string> expected = names(*plain.d);
+      expected.push_back("projection.embed");
+      EXPECT_EQ(names(*m.d), expected) << where;
+      EXPECT_EQ(names(*m.g), names(*plain.g)) << where;
+      torch::Tensor embed = m.d->named_parameters()["projection.embed"];
+      EXPECT_EQ(embed.size(0), 10);
+
+      m.g->eval();
+      m.d->eval();  // BatchNorm's running statistics: D is a fixed function of (x, y)
+      torch::NoGradGuard no_grad;
+      const torch::Tensor x = m.generate(input);
+      EXPECT_EQ(x.sizes(), (std::vector<int64_t>{4, shape.channels, shape.height, shape.width})) << where;
+      EXPECT_FALSE(torch::allclose(m.generate(m.g_input(z, (y + 1) % 10)), x)) << where;
+      EXPECT_THROW(m.discriminate(x, torch::Tensor()), c10::Error) << where;
+
+      const torch::Tensor table = embed.clone();
+      embed.zero_();
+      const torch::Tensor base = m.discriminate(x, y);
+      EXPECT_TRUE(torch::allclose(m.discriminate(x, (y + 3) % 10), base, 1e-6, 1e-6)) << where;
+      embed.copy_(table);
+      const torch::Tensor one = m.discriminate(x, y) - base;
+      embed.copy_(table * 2);
+      const torch::Tensor two = m.discriminate(x, y) - base;
+      EXPECT_GT(one.abs().min().item<float>(), 0) << where;
+      // Differences of logits: fp32's rounding of the logits themselves is the tolerance.
+      const double rounding = 1e-6 * (1 + base.abs().max().item<double>());
+      EXPECT_LE((two - 2 * one).abs().max().item<double>(), rounding) << where << ": " << one << two << base;
+      embed.copy_(table);
+      EXPECT_FALSE(torch::allclose(m.discriminate(x, (y + 3) % 10), m.discriminate(x, y))) << where;
+    }
+  }
 }
 
 TEST(Models, SameSeedSameInitialisation) {
@@ -225,11 +295,11 @@ TEST(Models, DcganMinibatchStdFeedsDsLastConvolution) {
   EXPECT_FALSE(m.d_per_sample);
   torch::manual_seed(5);
   const torch::Tensor x = torch::randn({8, 1, 28, 28});
-  const torch::Tensor logits = m.discriminate(x);
+  const torch::Tensor logits = m.discriminate(x, {});
   ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{8}));
   torch::Tensor changed = x.clone();
   changed[4].mul_(3);  // sample 4 shares group 0 with samples 0, 2 and 6 (8 / 4 = 2 groups)
-  const torch::Tensor after = m.discriminate(changed);
+  const torch::Tensor after = m.discriminate(changed, {});
   for (int64_t i : {0, 2, 6}) EXPECT_NE(after[i].item<float>(), logits[i].item<float>()) << i;
   for (int64_t i : {1, 3, 5, 7}) EXPECT_EQ(after[i].item<float>(), logits[i].item<float>()) << i;
 }
@@ -393,13 +463,13 @@ TEST(Models, MlpDiscriminatorDropsTheUnitsItsDrawsSay) {
     return torch::addmm(linear(4)->bias, h, linear(4)->weight.t()).view({-1});
   };
   torch::NoGradGuard no_grad;
-  const torch::Tensor trained = m.discriminate_drawn(x, u);
+  const torch::Tensor trained = m.discriminate_drawn(x, {}, u);
   EXPECT_TRUE(torch::allclose(trained, by_hand(true), 1e-5, 1e-6)) << trained << by_hand(true);
   EXPECT_FALSE(torch::allclose(trained, by_hand(false), 1e-3, 1e-3)) << "some unit was dropped";
-  EXPECT_TRUE(torch::equal(m.discriminate_drawn(x, u), trained)) << "the draws decide, nothing else";
-  EXPECT_THROW(m.discriminate_drawn(x, u.slice(1, 0, 9)), c10::Error);
+  EXPECT_TRUE(torch::equal(m.discriminate_drawn(x, {}, u), trained)) << "the draws decide, nothing else";
+  EXPECT_THROW(m.discriminate_drawn(x, {}, u.slice(1, 0, 9)), c10::Error);
   m.d->eval();
-  EXPECT_TRUE(torch::allclose(m.discriminate_drawn(x, u), by_hand(false), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(m.discriminate_drawn(x, {}, u), by_hand(false), 1e-5, 1e-6));
   c.model.mlp.d_dropout = 0;
   EXPECT_EQ(make_models(c, {1, 3, 3}).d_draws, 0);
 }
@@ -451,15 +521,15 @@ TEST(Models, MlpDiscriminatorMaxoutUnitsAndInputDropout) {
   };
   {
     torch::NoGradGuard no_grad;
-    const torch::Tensor trained = m.discriminate_drawn(x, u);
+    const torch::Tensor trained = m.discriminate_drawn(x, {}, u);
     EXPECT_TRUE(torch::allclose(trained, by_hand(true), 1e-5, 1e-6)) << trained << by_hand(true);
     EXPECT_FALSE(torch::allclose(trained, by_hand(false), 1e-3, 1e-3)) << "some input or unit was dropped";
     m.d->eval();
-    EXPECT_TRUE(torch::allclose(m.discriminate_drawn(x, u), by_hand(false), 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(m.discriminate_drawn(x, {}, u), by_hand(false), 1e-5, 1e-6));
   }
   // Each unit of the first layer passes gradient to exactly one of its pieces' weight rows, per sample.
   m.d->zero_grad();
-  m.discriminate(x.slice(0, 0, 1)).sum().backward();
+  m.discriminate(x.slice(0, 0, 1), {}).sum().backward();
   const torch::Tensor rows_touched = linear(0)->weight.grad().abs().sum(1).gt(0).view({4, 3}).sum(1);
   EXPECT_TRUE(torch::equal(rows_touched, torch::ones({4}, torch::kLong))) << rows_touched;
   c.model.mlp.d_dropout = 0;
@@ -540,7 +610,7 @@ TEST(Models, DiscriminatorNormalisationFollowsTheConfig) {
   auto from_start = [&](const torch::Tensor& batch) {
     const auto buffers = m.d->buffers();
     for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(start[i]);
-    return m.discriminate(batch);
+    return m.discriminate(batch, {});
   };
   const torch::Tensor together = from_start(x);
   for (int64_t i = 0; i < 4; ++i)

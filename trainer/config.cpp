@@ -176,6 +176,7 @@ const std::vector<Field>& schema() {
                    [](const int64_t& v) { return v == 1 || v == 3 ? "" : "must be 1 or 3, got " + std::to_string(v); }),
       GANTRY_FIELD("model.arch", model.arch, one_of({"mlp", "dcgan"})),
       GANTRY_FIELD("model.z_dim", model.z_dim, at_least<int64_t>(1)),
+      GANTRY_FIELD("model.conditional", model.conditional),
       GANTRY_FIELD("model.mlp.g_hidden", model.mlp.g_hidden, positive_widths()),
       GANTRY_FIELD("model.mlp.d_hidden", model.mlp.d_hidden, positive_widths()),
       GANTRY_FIELD("model.mlp.d_dropout", model.mlp.d_dropout, probability_below_one()),
@@ -396,8 +397,12 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
     throw ConfigError("config error: " + config.where("optim.warmup_steps") + ": optim.warmup_steps: " +
                       std::to_string(config.optim.warmup_steps) + " steps of warm-up leave none of the " +
                       std::to_string(config.train.steps) + " train.steps at the full learning rate");
-  if (config.eval.frechet_every > 0 && config.data.name != "mnist" && config.data.name != "fashion-mnist" &&
-      config.data.name != "cifar10")
+  const bool labelled = config.data.name == "mnist" || config.data.name == "fashion-mnist" ||
+                        config.data.name == "cifar10";
+  if (config.model.conditional && !labelled)
+    throw ConfigError("config error: " + config.where("model.conditional") + ": model.conditional: needs class " +
+                      "labels (mnist, fashion-mnist, cifar10); data.name '" + config.data.name + "' has none");
+  if (config.eval.frechet_every > 0 && !labelled)
     throw ConfigError("config error: " + config.where("eval.frechet_every") + ": eval.frechet_every: the Fréchet " +
                       "distance needs a labelled dataset (mnist, fashion-mnist, cifar10) to train its feature " +
                       "classifier on; data.name is '" + config.data.name + "'");
@@ -406,6 +411,8 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
                       config.data.name + " directory");
   return config;
 }
+
+int64_t label_classes(const Config& config) { return config.model.conditional ? 10 : 0; }
 
 void validate_for_world(const Config& config, int world_size) {
   if (config.train.batch_size % world_size != 0)

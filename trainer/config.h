@@ -70,6 +70,10 @@ struct DcganConfig {
 struct ModelConfig {
   std::string arch = "dcgan";  // mlp | dcgan
   int64_t z_dim = 100;
+  // G and D conditioned on the records' class labels (labelled datasets: mnist, fashion-mnist,
+  // cifar10): G takes [z, one_hot(label)] (Mirza & Osindero 2014), D adds the projection of its
+  // last features onto a learned embedding of the label (Miyato & Koyama 2018).
+  bool conditional = false;
   MlpConfig mlp;
   DcganConfig dcgan;
 };
@@ -181,6 +185,10 @@ std::string to_yaml(const Config& config);
 // A short hex digest of the resolved config's training keys (recorded in checkpoints and
 // metrics); the monitoring and eval keys and the loader's thread counts are left out.
 std::string config_digest(const Config& config);
+
+// The number of classes G and D are conditioned on: 10 for a model.conditional model (every
+// labelled dataset gantry reads has ten), 0 otherwise.
+int64_t label_classes(const Config& config);
 
 // Checks that need the job's shape; throws ConfigError naming the key.
 void validate_for_world(const Config& config, int world_size);

@@ -218,17 +218,24 @@ SkippedUpdates GanStep::settle() {
   return out;
 }
 
+torch::Tensor GanStep::device_of(const torch::Tensor& labels) const {
+  if (models_.classes == 0) return torch::Tensor();  // an unconditional D reads none
+  TORCH_CHECK(labels.defined(), "a conditional GAN's update needs the batch's labels");
+  return labels.to(device_, /*non_blocking=*/true);
+}
+
 torch::Tensor GanStep::draws_for(const torch::Tensor& dropout, int64_t k) const {
   if (!dropout.defined() || models_.d_draws == 0) return torch::Tensor();
   return dropout.slice(1, k * models_.d_draws, (k + 1) * models_.d_draws);
 }
 
-torch::Tensor GanStep::score(const torch::Tensor& x, const torch::Tensor& draws) {
-  return draws.defined() ? models_.discriminate_drawn(x, draws) : models_.discriminate(x);
+torch::Tensor GanStep::score(const torch::Tensor& x, const torch::Tensor& labels, const torch::Tensor& draws) {
+  return draws.defined() ? models_.discriminate_drawn(x, labels, draws) : models_.discriminate(x, labels);
 }
 
 UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in,
-                                const torch::Tensor& augment, bool r1, const torch::Tensor& dropout_in) {
+                                const torch::Tensor& augment, bool r1, const torch::Tensor& dropout_in,
+                                const torch::Tensor& labels_in) {
   const auto t0 = Clock::now();
   // From pinned host memory these copies are asynchronous (a no-op on the CPU).
   const torch::Tensor unaugmented = real_in.to(device_, /*non_blocking=*/true);
@@ -236,6 +243,7 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
   const torch::Tensor z = z_in.to(device_, /*non_blocking=*/true),
                       penalty_mix = penalty_mix_in.to(device_, /*non_blocking=*/true);
   const torch::Tensor dropout = dropout_in.defined() ? dropout_in.to(device_, /*non_blocking=*/true) : dropout_in;
+  const torch::Tensor labels = device_of(labels_in);
   const torch::Tensor real_draws = draws_for(dropout, 0), fake_draws = draws_for(dropout, 1);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
   torch::Tensor fake, real_logits, fake_logits;
@@ -243,7 +251,7 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     AutocastGuard autocast(device_, bf16_);
     {
       torch::NoGradGuard no_grad;
-      fake = seen_by_d(models_.generate(z), augment, 1);
+      fake = seen_by_d(models_.generate(models_.g_input(z, labels_in)), augment, 1);
     }
     real = seen_by_d(real, augment, 0);
     clear_grads(*d_opt_);
@@ -253,21 +261,23 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
       // matrix products). fake may be bf16 under autocast: widening it is exact.
       const torch::Tensor logits =
           score(torch::cat({real, fake.to(real.scalar_type())}),
+                labels.defined() ? torch::cat({labels, labels}) : labels,  // fakes drawn for the real labels
                 real_draws.defined() ? torch::cat({real_draws, fake_draws}) : real_draws)
               .to(torch::kFloat32);
       real_logits = logits.slice(0, 0, real.size(0));
       fake_logits = logits.slice(0, real.size(0));
     } else {
-      real_logits = score(real, real_draws).to(torch::kFloat32);
-      fake_logits = score(fake, fake_draws).to(torch::kFloat32);
+      real_logits = score(real, labels, real_draws).to(torch::kFloat32);
+      fake_logits = score(fake, labels, fake_draws).to(torch::kFloat32);
     }
   }
   torch::Tensor loss = discriminator_loss(loss_, real_logits, fake_logits);
   torch::Tensor reported = loss;
   if (loss_ == LossKind::kWganGp && gp_weight_ > 0) {
     // The penalty's double backward runs in fp32: a gradient norm is what bf16 rounds worst.
-    loss = loss + gp_weight_ * gradient_penalty([&](const torch::Tensor& x) { return score(x, real_draws); }, real,
-                                                fake.to(torch::kFloat32), penalty_mix);
+    loss = loss + gp_weight_ * gradient_penalty(
+                                   [&](const torch::Tensor& x) { return score(x, labels, real_draws); }, real,
+                                   fake.to(torch::kFloat32), penalty_mix);
     reported = loss;
   }
   if (r1 && train_.r1_gamma > 0) {
@@ -276,7 +286,7 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     // statistics, which D, always in training mode, never reads. Not in the reported loss: it is
     // logged on its own as r1_penalty.
     const torch::Tensor penalty = r1_penalty(
-        [&](const torch::Tensor& x) { return score(seen_by_d(x, augment, 0), real_draws); }, unaugmented);
+        [&](const torch::Tensor& x) { return score(seen_by_d(x, augment, 0), labels, real_draws); }, unaugmented);
     loss = loss + (0.5 * train_.r1_gamma * static_cast<double>(train_.r1_every)) * penalty;
     stats_[kR1Sum] += penalty.detach().to(torch::kFloat64);
     stats_[kR1Count] += 1;
@@ -303,18 +313,20 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
   return outcome;
 }
 
-UpdateOutcome GanStep::g_update(const torch::Tensor& z_in, const torch::Tensor& augment, const torch::Tensor& dropout_in) {
+UpdateOutcome GanStep::g_update(const torch::Tensor& z_in, const torch::Tensor& augment,
+                                const torch::Tensor& dropout_in, const torch::Tensor& labels_in) {
   const auto t0 = Clock::now();
   const torch::Tensor z = z_in.to(device_, /*non_blocking=*/true);
   const torch::Tensor dropout = dropout_in.defined() ? dropout_in.to(device_, /*non_blocking=*/true) : dropout_in;
+  const torch::Tensor labels = device_of(labels_in);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
   set_d_trainable(false);
   clear_grads(*g_opt_);
   torch::Tensor fake, logits;
   {
     AutocastGuard autocast(device_, bf16_);
-    fake = models_.generate(z);
-    logits = score(seen_by_d(fake, augment, 0), draws_for(dropout, 0)).to(torch::kFloat32);
+    fake = models_.generate(models_.g_input(z, labels_in));
+    logits = score(seen_by_d(fake, augment, 0), labels, draws_for(dropout, 0)).to(torch::kFloat32);
   }
   const torch::Tensor loss = generator_loss(loss_, logits);
   g_reducer_->prepare();

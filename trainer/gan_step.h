@@ -80,11 +80,15 @@ class GanStep {
   // With D's dropout (models' d_draws > 0), `dropout` holds its uniforms, laid out like
   // `augment`'s: [n, 2 * d_draws] for a D update (real's, then fake's), [n, d_draws] for a G update.
   // Undefined: LibTorch's own dropout draws them.
+  // labels: for a conditional GAN (models' classes > 0), [n] class indices (int64, on the host).
+  // A D update's are the real images', and its fakes are drawn for the same labels (so that
+  // WGAN-GP's interpolates join images of one class); a G update's are the caller's draw.
+  // Undefined for an unconditional GAN.
   UpdateOutcome d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix,
                          const torch::Tensor& augment = torch::Tensor(), bool r1 = false,
-                         const torch::Tensor& dropout = torch::Tensor());
+                         const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor());
   UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor(),
-                         const torch::Tensor& dropout = torch::Tensor());
+                         const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor());
   // Sets both optimizers' learning rates to optim.{g,d}.lr x factor (optim.schedule's factor for
   // the coming step, trainer/lr_schedule.h); they start at factor 1.
   void set_lr_factor(double factor);
@@ -130,8 +134,11 @@ class GanStep {
   // Columns [k, k + 1) * d_draws of `dropout`: D's draws for image k of each row (0: real, 1:
   // fake); undefined when D draws nothing.
   torch::Tensor draws_for(const torch::Tensor& dropout, int64_t k) const;
-  // D's logits for x with `draws` (rows matching x's), or without any when it is undefined.
-  torch::Tensor score(const torch::Tensor& x, const torch::Tensor& draws);
+  // A conditional GAN's labels on the models' device (undefined for an unconditional one).
+  torch::Tensor device_of(const torch::Tensor& labels) const;
+  // D's logits for x (of classes `labels`, undefined for an unconditional D) with `draws` (rows
+  // matching x's), or without any when it is undefined.
+  torch::Tensor score(const torch::Tensor& x, const torch::Tensor& labels, const torch::Tensor& draws);
   std::vector<torch::Tensor> snapshot_buffers() const;
   void restore_buffers(const std::vector<torch::Tensor>& snapshot);
   // An update's end, after the all-reduce: the Adam step if every averaged gradient is finite,

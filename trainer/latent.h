@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <vector>
+
 #include "datasets/random.h"
 
 namespace gantry {
@@ -45,6 +47,26 @@ inline torch::Tensor uniform_table(uint64_t seed, uint64_t stream, int64_t draw,
     for (int64_t k = 0; k < cols; ++k) out[i * cols + k] = static_cast<float>(rng.uniform());
   }
   return u;
+}
+
+// A conditional G's labels for rows first_index .. first_index + n of draw `draw`: each the label
+// of a record drawn uniformly from `labels` (every record's, in record order), so classes come as
+// often as in the data. [n] int64.
+inline torch::Tensor label_rows(uint64_t seed, uint64_t stream, int64_t draw, int64_t first_index, int64_t n,
+                                const std::vector<int64_t>& labels) {
+  torch::Tensor y = torch::empty({n}, torch::kInt64);
+  int64_t* out = y.data_ptr<int64_t>();
+  const uint64_t records = labels.size();
+  for (int64_t i = 0; i < n; ++i) {
+    random::Rng rng(random::key({seed, stream, static_cast<uint64_t>(draw), static_cast<uint64_t>(first_index + i)}));
+    out[i] = labels[rng.below(records)];
+  }
+  return y;
+}
+
+// Labels for a grid of `rows` x `cols` samples of a conditional G: row r shows class r % classes.
+inline torch::Tensor grid_labels(int64_t rows, int64_t cols, int64_t classes) {
+  return (torch::arange(rows, torch::kInt64) % classes).repeat_interleave(cols);
 }
 
 }  // namespace gantry

@@ -33,8 +33,22 @@ torch::Tensor MlpGeneratorImpl::forward(const torch::Tensor& z) {
   return net->forward(z).view({z.size(0), shape.channels, shape.height, shape.width});
 }
 
+LabelProjectionImpl::LabelProjectionImpl(int64_t classes, int64_t features) {
+  torch::NoGradGuard no_grad;
+  embed = register_parameter("embed", torch::randn({classes, features}) * 0.02);
+}
+
+torch::Tensor LabelProjectionImpl::forward(const torch::Tensor& features, const torch::Tensor& labels) {
+  TORCH_CHECK(labels.defined() && labels.dim() == 1 && labels.size(0) == features.size(0),
+              "a conditional D needs one label per sample: ", features.size(0), " samples, labels ",
+              labels.defined() ? c10::str(labels.sizes()) : std::string("none"));
+  const torch::Tensor rows = embed.index_select(0, labels.to(embed.device(), torch::kInt64));
+  // In fp32 under autocast, as the losses: the features may arrive in bf16.
+  return (rows * features.flatten(1).to(torch::kFloat32)).sum(1);
+}
+
 MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const std::vector<int64_t>& hidden_widths,
-                                           double dropout, int64_t maxout, double input_dropout)
+                                           double dropout, int64_t maxout, double input_dropout, int64_t classes)
     : hidden(hidden_widths), p(dropout), pieces(maxout), p_input(input_dropout), inputs(in_shape.numel()) {
   TORCH_CHECK(pieces >= 1, "maxout units need at least one piece, got ", pieces);
   nn::Sequential seq;
@@ -51,13 +65,15 @@ MlpDiscriminatorImpl::MlpDiscriminatorImpl(datasets::RecordShape in_shape, const
   }
   seq->push_back(GemmLinear(in, 1));
   net = register_module("net", seq);
+  if (classes > 0) projection = register_module("projection", LabelProjection(classes, in));
 }
 
 int64_t MlpDiscriminatorImpl::dropout_columns() const {
   return (p_input > 0 ? inputs : 0) + (p > 0 ? std::accumulate(hidden.begin(), hidden.end(), int64_t{0}) : 0);
 }
 
-torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x, const torch::Tensor& u) {
+torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x, const torch::Tensor& u,
+                                           const torch::Tensor& labels) {
   const bool training = is_training();
   if (training && dropout_columns() > 0 && u.defined())
     TORCH_CHECK(u.dim() == 2 && u.size(0) == x.size(0) && u.size(1) == dropout_columns(),
@@ -76,7 +92,8 @@ torch::Tensor MlpDiscriminatorImpl::forward(const torch::Tensor& x, const torch:
     h = (net->begin() + static_cast<std::ptrdiff_t>(2 * l + 1))->forward(net[2 * l]->as<GemmLinear>()->forward(h));
     h = drop(h, p);
   }
-  return net[2 * hidden.size()]->as<GemmLinear>()->forward(h).view({-1});
+  const torch::Tensor logits = net[2 * hidden.size()]->as<GemmLinear>()->forward(h).view({-1});
+  return projection ? logits + projection->forward(h, labels) : logits;
 }
 
 namespace {
@@ -259,7 +276,8 @@ torch::Tensor MinibatchStdImpl::forward(const torch::Tensor& x) {
   return torch::cat({x, spread.view({1, n / g, 1, 1, 1}).expand({g, n / g, 1, h, w}).reshape({n, 1, h, w})}, 1);
 }
 
-DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape in, DNorm norm, int64_t mbstd_group) {
+DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape in, DNorm norm, int64_t mbstd_group,
+                                               int64_t classes) {
   nn::Sequential seq;
   auto act = [] { return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2).inplace(true)); };
   // One of D's convolutions: spectrally normalised, or plain with a bias unless BatchNorm follows.
@@ -277,10 +295,13 @@ DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape 
   };
   conv(in.channels, w, 4, 2, 1, false);  // no BatchNorm on the first layer (Radford et al.)
   seq->push_back(act());
-  // Before the last convolution: the minibatch standard deviation channel, if any.
+  // Before the last convolution: the minibatch standard deviation channel, if any. It reads all
+  // of its kernel x kernel input: the features a conditional D projects the label onto.
+  int64_t last_features = 0;
   auto last = [&](int64_t cin, int64_t kernel) {
     if (mbstd_group > 0) seq->push_back(MinibatchStd(mbstd_group));
     conv(cin + (mbstd_group > 0 ? 1 : 0), 1, kernel, 1, 0, false);
+    last_features = (cin + (mbstd_group > 0 ? 1 : 0)) * kernel * kernel;
   };
   if (is_mnist_shape(in)) {  // 28 -> 14 -> 7 -> 1
     block(w, 2 * w);
@@ -295,9 +316,16 @@ DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape 
   // Radford et al. would only set the scale that the normalisation divides out, and with it
   // Adam's step relative to the weights.
   if (norm != DNorm::kSpectral) dcgan_init(*this);
+  if (classes > 0) projection = register_module("projection", LabelProjection(classes, last_features));
 }
 
-torch::Tensor DcganDiscriminatorImpl::forward(const torch::Tensor& x) { return net->forward(x).view({-1}); }
+torch::Tensor DcganDiscriminatorImpl::forward(const torch::Tensor& x, const torch::Tensor& labels) {
+  if (!projection) return net->forward(x).view({-1});
+  torch::Tensor h = x;
+  const auto last = net->end() - 1;
+  for (auto it = net->begin(); it != last; ++it) h = it->forward(h);
+  return last->forward(h).view({-1}) + projection->forward(h, labels);
+}
 
 GanModels make_models(const Config& config, datasets::RecordShape shape) {
   torch::manual_seed(static_cast<uint64_t>(config.run.seed));
@@ -306,17 +334,23 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
   using Generate = std::function<torch::Tensor(const torch::Tensor&)>;
   // A new G of the configured architecture: G itself, and with train.g_ema_kimg its average.
   std::function<std::pair<std::shared_ptr<nn::Module>, Generate>()> new_generator;
+  m.classes = label_classes(config);
+  const int64_t g_in = mc.z_dim + m.classes;  // a conditional G reads [z, one_hot(label)]
   if (mc.arch == "mlp") {
     const bool images = config.data.name != "gaussian1d";
     new_generator = [&, images] {
-      MlpGenerator g(mc.z_dim, mc.mlp.g_hidden, shape, images);
+      MlpGenerator g(g_in, mc.mlp.g_hidden, shape, images);
       return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
     };
     std::tie(m.g, m.generate) = new_generator();
-    MlpDiscriminator d(shape, mc.mlp.d_hidden, mc.mlp.d_dropout, mc.mlp.d_maxout, mc.mlp.d_input_dropout);
+    MlpDiscriminator d(shape, mc.mlp.d_hidden, mc.mlp.d_dropout, mc.mlp.d_maxout, mc.mlp.d_input_dropout, m.classes);
     m.d = d.ptr();
-    m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
-    m.discriminate_drawn = [d](const torch::Tensor& x, const torch::Tensor& u) mutable { return d->forward(x, u); };
+    m.discriminate = [d](const torch::Tensor& x, const torch::Tensor& labels) mutable {
+      return d->forward(x, torch::Tensor(), labels);
+    };
+    m.discriminate_drawn = [d](const torch::Tensor& x, const torch::Tensor& labels, const torch::Tensor& u) mutable {
+      return d->forward(x, u, labels);
+    };
     m.d_draws = d->dropout_columns();
     m.d_per_sample = true;
   } else {
@@ -326,7 +360,7 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
                         std::to_string(shape.height) + "x" + std::to_string(shape.width) + "x" +
                         std::to_string(shape.channels));
     new_generator = [&] {
-      DcganGenerator g(mc.z_dim, mc.dcgan.g_width, shape, mc.dcgan.g_blocks);
+      DcganGenerator g(g_in, mc.dcgan.g_width, shape, mc.dcgan.g_blocks);
       return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
     };
     std::tie(m.g, m.generate) = new_generator();
@@ -335,10 +369,12 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
                        : mc.dcgan.d_norm == "batch"  ? DNorm::kBatch
                        : config.train.loss == "wgan-gp" ? DNorm::kNone
                                                         : DNorm::kBatch;  // auto
-    DcganDiscriminator d(mc.dcgan.d_width, shape, norm, mc.dcgan.d_mbstd_group);
+    DcganDiscriminator d(mc.dcgan.d_width, shape, norm, mc.dcgan.d_mbstd_group, m.classes);
     m.d = d.ptr();
-    m.discriminate = [d](const torch::Tensor& x) mutable { return d->forward(x); };
-    m.discriminate_drawn = [d](const torch::Tensor& x, const torch::Tensor&) mutable { return d->forward(x); };
+    m.discriminate = [d](const torch::Tensor& x, const torch::Tensor& labels) mutable { return d->forward(x, labels); };
+    m.discriminate_drawn = [d](const torch::Tensor& x, const torch::Tensor& labels, const torch::Tensor&) mutable {
+      return d->forward(x, labels);
+    };
     m.d_per_sample = norm != DNorm::kBatch && mc.dcgan.d_mbstd_group == 0;
   }
   if (config.train.g_ema_kimg > 0) {
@@ -349,6 +385,20 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
     m.g_ema->eval();  // only ever sampled; BatchNorm uses its running statistics
   }
   return m;
+}
+
+torch::Tensor GanModels::g_input(const torch::Tensor& z, const torch::Tensor& labels) const {
+  if (classes == 0) return z;
+  TORCH_CHECK(labels.defined() && labels.dim() == 1 && labels.size(0) == z.size(0),
+              "a conditional G needs one label per latent: ", z.size(0), " latents, labels ",
+              labels.defined() ? c10::str(labels.sizes()) : std::string("none"));
+  // Checked where that costs no device sync (training's labels come from the host); one_hot
+  // checks the range itself, with a sync, on a device.
+  if (labels.is_cpu() && labels.numel() > 0)
+    TORCH_CHECK(labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < classes,
+                "labels must be class indices in [0, ", classes, "), got ", labels.min().item<int64_t>(), "..",
+                labels.max().item<int64_t>());
+  return torch::cat({z, torch::one_hot(labels.to(z.device(), torch::kInt64), classes).to(z.scalar_type())}, 1);
 }
 
 GanModels GanModels::sampler() const {

@@ -20,6 +20,18 @@ struct MlpGeneratorImpl : torch::nn::Module {
 };
 TORCH_MODULE(MlpGenerator);
 
+// The class-conditional term of a projection discriminator (Miyato & Koyama 2018, "cGANs with
+// Projection Discriminator"): D's logit for (x, y) is its unconditional logit plus
+// <embed(y), phi(x)>, phi(x) being the features D's last layer reads (flattened). A learned
+// [classes, features] table, initialised N(0, 0.02) as the DCGAN's weights.
+struct LabelProjectionImpl : torch::nn::Module {
+  LabelProjectionImpl(int64_t classes, int64_t features);
+  // features [N, ...] (flattened to [N, features]), labels [N] int64 -> [N].
+  torch::Tensor forward(const torch::Tensor& features, const torch::Tensor& labels);
+  torch::Tensor embed;
+};
+TORCH_MODULE(LabelProjection);
+
 struct MlpDiscriminatorImpl : torch::nn::Module {
   // hidden: the units per hidden layer. maxout: pieces per unit; 1 gives LeakyReLU units, k > 1
   // maxout units (Goodfellow et al. 2013), each the largest of k affine pieces, so hidden layer l
@@ -27,15 +39,18 @@ struct MlpDiscriminatorImpl : torch::nn::Module {
   // probability of dropping each hidden unit in training mode; input_dropout: each input pixel's
   // (Goodfellow et al. 2014 trained their D with 0.2 and 0.5, on two layers of 240 maxout units of
   // 5 pieces; without dropout the MLP GAN collapses onto a few digits, docs/RESULTS.md).
+  // classes > 0: conditioned on a label (projection, see LabelProjection).
   MlpDiscriminatorImpl(datasets::RecordShape in, const std::vector<int64_t>& hidden, double dropout = 0,
-                       int64_t maxout = 1, double input_dropout = 0);
+                       int64_t maxout = 1, double input_dropout = 0, int64_t classes = 0);
   // u: [N, dropout_columns()] uniforms in [0, 1), drawn per sample by the caller (keyed per
   // global sample in training, so the masks are the same at any world size and on resume). The
   // input pixels' come first (when input_dropout > 0), then each hidden layer's in order (when
   // dropout > 0). In training mode an input pixel or hidden unit is kept for sample n when its
   // column of u[n] is >= its layer's probability p, and scaled by 1 / (1 - p). Undefined u in
   // training mode: LibTorch's own dropout. Eval mode, or both probabilities 0: no dropout.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& u = torch::Tensor());
+  // labels: [N] class indices, for a conditional D (undefined otherwise).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& u = torch::Tensor(),
+                        const torch::Tensor& labels = torch::Tensor());
   int64_t dropout_columns() const;  // the input's numel when input_dropout > 0, plus the hidden widths' sum when dropout > 0
   torch::nn::Sequential net{nullptr};  // per hidden layer: Linear, then LeakyReLU or maxout; then Linear to 1
   std::vector<int64_t> hidden;
@@ -43,9 +58,10 @@ struct MlpDiscriminatorImpl : torch::nn::Module {
   int64_t pieces;
   double p_input;
   int64_t inputs;
+  LabelProjection projection{nullptr};  // conditional D only
 
  protected:
-  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(torch::Tensor())})
+  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(torch::Tensor())}, {2, torch::nn::AnyValue(torch::Tensor())})
 };
 TORCH_MODULE(MlpDiscriminator);
 
@@ -98,21 +114,34 @@ TORCH_MODULE(MinibatchStd);
 struct DcganDiscriminatorImpl : torch::nn::Module {
   // kBatch is refused with WGAN-GP, whose penalty is per sample (Gulrajani et al., section 4).
   // mbstd_group > 0 puts a MinibatchStd layer of that group size before D's last convolution.
-  DcganDiscriminatorImpl(int64_t width, datasets::RecordShape in, DNorm norm, int64_t mbstd_group = 0);
-  torch::Tensor forward(const torch::Tensor& x);
+  // classes > 0: conditioned on a label, projected onto the input of D's last convolution.
+  DcganDiscriminatorImpl(int64_t width, datasets::RecordShape in, DNorm norm, int64_t mbstd_group = 0,
+                         int64_t classes = 0);
+  // labels: [N] class indices, for a conditional D (undefined otherwise).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& labels = torch::Tensor());
   torch::nn::Sequential net{nullptr};
+  LabelProjection projection{nullptr};  // conditional D only
+
+ protected:
+  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(torch::Tensor())})
 };
 TORCH_MODULE(DcganDiscriminator);
 
 // G and D behind one type, so the training step needs no knowledge of the architecture.
+// A conditional GAN (classes > 0) is the same interface: G's input carries the label (g_input),
+// and D takes the labels beside the images.
 struct GanModels {
   std::shared_ptr<torch::nn::Module> g;
   std::shared_ptr<torch::nn::Module> d;
-  std::function<torch::Tensor(const torch::Tensor&)> generate;       // z [N, z_dim] -> x [N, C, H, W]
-  std::function<torch::Tensor(const torch::Tensor&)> discriminate;   // x -> logits [N]
-  // D with per-sample random draws: x [N, ...], u [N, d_draws] -> logits [N]; model.mlp.d_dropout's
-  // masks (MlpDiscriminatorImpl::forward). d_draws == 0: D draws nothing, and this is discriminate.
-  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> discriminate_drawn;
+  // G's input (g_input's [N, z_dim + classes]) -> x [N, C, H, W].
+  std::function<torch::Tensor(const torch::Tensor&)> generate;
+  // x, labels ([N] int64; undefined for an unconditional D, which ignores them) -> logits [N].
+  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> discriminate;
+  // D with per-sample random draws: x [N, ...], labels, u [N, d_draws] -> logits [N];
+  // model.mlp.d_dropout's masks (MlpDiscriminatorImpl::forward). d_draws == 0: D draws nothing,
+  // and this is discriminate.
+  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)> discriminate_drawn;
+  int64_t classes = 0;  // model.conditional: the classes G and D are conditioned on; 0: none
   int64_t d_draws = 0;
   // Whether D scores each sample on its own (no BatchNorm or other batch-coupled layer). Then a D
   // update may score real and fake images in one forward pass: the same logits, one set of
@@ -126,6 +155,10 @@ struct GanModels {
   // The generator to sample and evaluate: G's average when there is one, else G itself (the same
   // D). Shares the modules.
   GanModels sampler() const;
+  // G's input for latents z [N, z_dim] and labels [N] (int64 class indices): z itself for an
+  // unconditional G (labels ignored), [z, one_hot(labels)] in z's dtype and device for a
+  // conditional one, which needs labels in [0, classes).
+  torch::Tensor g_input(const torch::Tensor& z, const torch::Tensor& labels) const;
 };
 
 // Builds the configured architecture for records of `shape`, initialised from `seed` so that all

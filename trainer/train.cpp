@@ -208,15 +208,17 @@ void save_weights(const GanModels& m, const fs::path& path) {
   write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
 }
 
-// An 8x8 grid of `m`'s generator (G's average when there is one) in eval mode.
-void write_samples(const GanModels& m, const torch::Tensor& z_fixed, const fs::path& path) {
+// A grid of `m`'s generator (G's average when there is one) in eval mode, 8 columns wide, a row per
+// 8 latents of z_fixed. labels: a conditional G's, one per latent (undefined otherwise).
+void write_samples(const GanModels& m, const torch::Tensor& z_fixed, const torch::Tensor& labels,
+                   const fs::path& path) {
   torch::NoGradGuard no_grad;
   const GanModels s = m.sampler();
   const bool training = s.g->is_training();
   s.g->eval();
-  const torch::Tensor images = s.generate(z_fixed.to(s.g->parameters().front().device()));
+  const torch::Tensor images = s.generate(s.g_input(z_fixed.to(s.g->parameters().front().device()), labels));
   s.g->train(training);
-  write_image_grid(images, 8, 8, path.string());
+  write_image_grid(images, z_fixed.size(0) / 8, 8, path.string());
 }
 
 std::string step_name(int64_t step) {
@@ -244,8 +246,8 @@ nlohmann::json gaussian_summary(GanModels& m, const Config& config, const datase
       {"data_std", config.data.gaussian.std},
       {"fake_mean", fake.mean().item<double>()},
       {"fake_std", fake.std().item<double>()},
-      {"d_real", torch::sigmoid(m.discriminate(real)).mean().item<double>()},
-      {"d_fake", torch::sigmoid(m.discriminate(fake)).mean().item<double>()},
+      {"d_real", torch::sigmoid(m.discriminate(real, torch::Tensor())).mean().item<double>()},
+      {"d_fake", torch::sigmoid(m.discriminate(fake, torch::Tensor())).mean().item<double>()},
   };
   m.g->train();
   m.d->train();
@@ -390,6 +392,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
 
   // ---- data, models, run directory (every rank must succeed before any collective) -------------
   std::shared_ptr<datasets::Dataset> dataset;
+  std::shared_ptr<const std::vector<int64_t>> labels;  // the training records' (model.conditional)
   std::unique_ptr<datasets::DataStream> stream;
   std::unique_ptr<GanStep> gan;
   std::unique_ptr<Reporter> reporter;
@@ -415,6 +418,15 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     datasets::StreamOptions stream_options{static_cast<int>(config.data.workers),
                                            static_cast<int>(config.data.prefetch), config.data.hflip};
     stream_options.device = device;  // CUDA: pinned batches
+    if (config.model.conditional) {  // the training records' labels: the split's, less data.holdout's
+      auto all = datasets::read_labels(spec);
+      if (static_cast<int64_t>(all.size()) != dataset->size() + config.data.holdout)
+        throw datasets::DataError(config.data.name + " " + config.data.split + ": " + std::to_string(all.size()) +
+                                  " labels for " + std::to_string(dataset->size() + config.data.holdout) + " images");
+      all.resize(static_cast<size_t>(dataset->size()));
+      labels = std::make_shared<const std::vector<int64_t>>(std::move(all));
+      stream_options.labels = labels;
+    }
     stream = std::make_unique<datasets::DataStream>(dataset, config.train.batch_size, rank, world, seed, stream_options);
     if (resume.empty() && !checkpoint::list_checkpoints((run_dir / "checkpoints").string()).empty())
       throw ConfigError("run.dir " + run_dir.string() + " already holds checkpoints: continue it with --resume auto, " +
@@ -617,7 +629,11 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     comm->broadcast(state, 0);
   }
   const bool images = config.data.name != "gaussian1d";
-  const torch::Tensor z_fixed = latent_rows(seed, random::kFixedLatent, 0, 0, 64, config.model.z_dim);
+  // The sample grids' latents (and a conditional G's labels: a row per class).
+  const int64_t classes = gan->models().classes;
+  const int64_t grid_rows = classes > 0 ? classes : 8;
+  const torch::Tensor z_fixed = latent_rows(seed, random::kFixedLatent, 0, 0, grid_rows * 8, config.model.z_dim);
+  const torch::Tensor grid_y = classes > 0 ? grid_labels(grid_rows, 8, classes) : torch::Tensor();
 
   // ---- training loop ---------------------------------------------------------------------------
   const auto start = Clock::now();
@@ -647,18 +663,22 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     gan->set_lr_factor(lr_factor(config.optim, step, config.train.steps));
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
-      after_update(gan->d_update(maybe_poison(stream->next(), fault, 'd', step + 1, rank),
+      const torch::Tensor real = maybe_poison(stream->next(), fault, 'd', step + 1, rank);
+      after_update(gan->d_update(real,
                                  latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim, pinned),
                                  uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned),
                                  augment_draws(draw, 2),
-                                 /*r1=*/(step * d_steps + k) % config.train.r1_every == 0, dropout_draws(draw, 2)),
+                                 /*r1=*/(step * d_steps + k) % config.train.r1_every == 0, dropout_draws(draw, 2),
+                                 stream->labels()),
                    "D", step + 1);
     }
     const int64_t g_draw = step * (d_steps + 1) + d_steps;
     after_update(gan->g_update(maybe_poison(latent_rows(seed, random::kLatent, g_draw, first, local_batch,
                                                         config.model.z_dim, pinned),
                                             fault, 'g', step + 1, rank),
-                               augment_draws(g_draw, 1), dropout_draws(g_draw, 1)),
+                               augment_draws(g_draw, 1), dropout_draws(g_draw, 1),
+                               labels ? label_rows(seed, random::kFakeLabel, g_draw, first, local_batch, *labels)
+                                      : torch::Tensor()),
                  "G", step + 1);
     gan->sync_buffers();
     gan->update_g_ema(step + 1);  // after the sync: G's BatchNorm statistics are the ranks' mean
@@ -706,7 +726,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       last_log_step = done;
     }
     if (rank0 && images && config.train.sample_every > 0 && (done % config.train.sample_every == 0 || last))
-      write_samples(models, z_fixed, run_dir / "samples" / (step_name(done) + ".png"));
+      write_samples(models, z_fixed, grid_y, run_dir / "samples" / (step_name(done) + ".png"));
     if (probe && (done % config.eval.frechet_every == 0 || last)) {
       // G in eval mode, from fixed latents; the other ranks wait at the next collective.
       const auto t0 = Clock::now();
