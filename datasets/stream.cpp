@@ -154,7 +154,9 @@ std::function<torch::Tensor()> DataStream::batch_task(const StreamPosition& p) {
 torch::Tensor DataStream::labels_at(const StreamPosition& p) {
   if (!options_.labels) return torch::Tensor();
   const std::vector<int64_t> indices = sampler_.local_indices(p.epoch, p.batch);
-  torch::Tensor out = torch::empty({static_cast<int64_t>(indices.size())}, torch::kInt64);
+  // Page-locked where batches are: the copy to the GPU is then asynchronous, like the batch's.
+  torch::Tensor out = torch::empty({static_cast<int64_t>(indices.size())},
+                                   torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pinned_));
   int64_t* y = out.data_ptr<int64_t>();
   for (size_t i = 0; i < indices.size(); ++i) y[i] = options_.labels->at(static_cast<size_t>(indices[i]));
   return out;

@@ -149,9 +149,28 @@ std::string fixed(double v, int digits) {
 
 torch::Tensor to_unit(const torch::Tensor& x) { return (x + 1) * 0.5; }  // [-1, 1] -> [0, 1]
 
-// --samples images of G in [-1, 1], from --seed's latents scaled by --truncation.
-torch::Tensor samples_of(TrainedGan& gan, const EvalOptions& o) {
-  return generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim) * o.truncation);
+// A conditional G's evaluation labels: n, stratified at the training records' class frequencies
+// (the prior G was trained with). Undefined for an unconditional G.
+torch::Tensor evaluation_labels(int64_t classes, const EvalData& data, int64_t n) {
+  if (classes == 0) return torch::Tensor();
+  const std::vector<int64_t> all = datasets::read_labels(data.train_spec);
+  std::vector<int64_t> counts(static_cast<size_t>(classes), 0);
+  for (int64_t i = data.train_begin; i < data.train_begin + data.train->size(); ++i) {
+    const int64_t y = all.at(static_cast<size_t>(i));
+    if (y < 0 || y >= classes)
+      throw datasets::DataError(data.train_spec.name + " " + data.train_spec.split + ": label " + std::to_string(y) +
+                                " of record " + std::to_string(i) + " is not one of G's " +
+                                std::to_string(classes) + " classes");
+    ++counts[static_cast<size_t>(y)];
+  }
+  return sample_labels(n, counts);
+}
+
+// --samples images of G in [-1, 1], from --seed's latents scaled by --truncation (a conditional
+// G's at the training records' class frequencies).
+torch::Tensor samples_of(TrainedGan& gan, const EvalData& data, const EvalOptions& o) {
+  return generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim) * o.truncation,
+                  evaluation_labels(gan.models.classes, data, o.samples));
 }
 
 // Parzen: sigma on the even-numbered evaluation records, the log-likelihood on the odd-numbered
@@ -165,7 +184,7 @@ nlohmann::json parzen(TrainedGan& gan, const EvalData& data, const EvalOptions& 
   const torch::Tensor valid = records.slice(0, 0, n, 2), test = records.slice(0, 1, n, 2);
   const std::vector<double> grid = log_grid(0.02, 2.0, 61);
   const auto t0 = Clock::now();
-  const torch::Tensor samples = to_unit(samples_of(gan, o));
+  const torch::Tensor samples = to_unit(samples_of(gan, data, o));
   const ParzenResult g = parzen_evaluate(valid, test, samples, grid);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const int64_t n_real = std::min(o.samples, data.train->size());
@@ -281,10 +300,11 @@ std::function<double(GanModels&)> make_frechet_probe(const Config& config, std::
       fit_gaussian(classifier_features(*classifier, read_records(*data.test, 0, data.test->size()))));
   const torch::Tensor z = sample_latents(static_cast<uint64_t>(config.run.seed), config.eval.frechet_samples,
                                          config.model.z_dim);
-  return [classifier, test, z](GanModels& models) {
+  const torch::Tensor labels = evaluation_labels(label_classes(config), data, z.size(0));
+  return [classifier, test, z, labels](GanModels& models) {
     const bool training = models.g->is_training();
     models.g->eval();
-    const torch::Tensor images = generate(models, z);
+    const torch::Tensor images = generate(models, z, labels);
     models.g->train(training);
     return frechet_distance(fit_gaussian(classifier_features(*classifier, images)), *test);
   };
@@ -312,7 +332,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
                                             classifier_cache(data, o.classifier_epochs), kClassifierSeed,
                                             o.classifier_epochs, out);
     out << "feature classifier: " << describe(c) << "\n";
-    const torch::Tensor fake = samples_of(gan, o);
+    const torch::Tensor fake = samples_of(gan, data, o);
     result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, fake, data, o,
                           "frechet_distance", out);
     result["classifier_accuracy"] = c.test_accuracy;
@@ -321,8 +341,8 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
     result["class_coverage"] =
         coverage_report(class_coverage(fake_labels, test.labels, c.net->head->options.out_features()), out);
     if (gan.models.classes > 0) {  // a conditional G: does it draw the class it is asked for?
-      const double agree =
-          fake_labels.eq(sample_labels(fake.size(0), gan.models.classes)).to(torch::kFloat64).mean().item<double>();
+      const torch::Tensor asked = evaluation_labels(gan.models.classes, data, fake.size(0));  // samples_of's
+      const double agree = fake_labels.eq(asked).to(torch::kFloat64).mean().item<double>();
       out << "conditional G: the classifier labels " << fixed(100 * agree, 1) << " % of G's samples with the class "
           << "they were drawn for (its own accuracy on the evaluation records: " << fixed(100 * c.test_accuracy, 2)
           << " %)\n";
@@ -360,7 +380,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
       }
       return torch::cat(parts);
     };
-    result = frechet_from(features, samples_of(gan, o), data, o, "fid", out);
+    result = frechet_from(features, samples_of(gan, data, o), data, o, "fid", out);
     result["inception"] = o.inception;
   }
   result["metric"] = o.metric;

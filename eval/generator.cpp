@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
 
 #include "datasets/random.h"
 #include "trainer/checkpoint.h"
@@ -94,7 +97,8 @@ torch::Tensor generate(GanModels& models, const torch::Tensor& z, const torch::T
   torch::NoGradGuard no_grad;
   const torch::Device device = models.g->parameters().front().device();
   torch::Tensor labels = labels_in;
-  if (models.classes > 0 && !labels.defined()) labels = sample_labels(z.size(0), models.classes);
+  if (models.classes > 0 && !labels.defined())
+    labels = sample_labels(z.size(0), std::vector<int64_t>(static_cast<size_t>(models.classes), 1));
   std::vector<torch::Tensor> parts;
   for (int64_t lo = 0; lo < z.size(0); lo += batch) {
     const torch::Tensor y = labels.defined() ? labels.slice(0, lo, lo + batch) : labels;
@@ -104,7 +108,22 @@ torch::Tensor generate(GanModels& models, const torch::Tensor& z, const torch::T
   return torch::cat(parts);
 }
 
-torch::Tensor sample_labels(int64_t n, int64_t classes) { return torch::arange(n, torch::kInt64) % classes; }
+torch::Tensor sample_labels(int64_t n, const std::vector<int64_t>& counts) {
+  const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+  if (counts.empty() || total <= 0) throw std::invalid_argument("sample_labels: no class has records");
+  // Integer credits (in units of 1 / total): every sample adds counts[c] to class c's credit, the
+  // class with the most (the lowest index on a tie) is drawn and pays back `total`.
+  std::vector<int64_t> credit(counts.size(), 0);
+  torch::Tensor y = torch::empty({n}, torch::kInt64);
+  int64_t* out = y.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (size_t c = 0; c < counts.size(); ++c) credit[c] += counts[c];
+    const auto best = std::max_element(credit.begin(), credit.end());
+    *best -= total;
+    out[i] = best - credit.begin();
+  }
+  return y;
+}
 
 torch::Tensor sample_latents(uint64_t seed, int64_t n, int64_t z_dim) {
   return latent_rows(seed, random::kEvalLatent, 0, 0, n, z_dim);

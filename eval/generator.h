@@ -43,7 +43,7 @@ TrainedGan load_trained_gan(const std::string& path, const std::string& generato
 
 // G(z) for z [N, z_dim], batch by batch, without gradients: [N, C, H, W] in [-1, 1]. A
 // conditional G (model.conditional) draws sample i of class labels[i] ([N] int64), or without
-// labels of class i % classes: each class in turn, as often as in the balanced evaluation sets.
+// labels of class i % classes (sample_labels with equal counts).
 torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch = 500);
 torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, const torch::Tensor& labels, int64_t batch = 500);
 // The same for live models, on G's device (z is moved there), returned on the CPU in fp32. G's
@@ -51,8 +51,11 @@ torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, const torch::Ten
 torch::Tensor generate(GanModels& models, const torch::Tensor& z, int64_t batch = 500);
 torch::Tensor generate(GanModels& models, const torch::Tensor& z, const torch::Tensor& labels, int64_t batch = 500);
 
-// The labels a conditional G's evaluation samples are drawn for: class i % classes for sample i.
-torch::Tensor sample_labels(int64_t n, int64_t classes);
+// Labels for n samples of a conditional G, stratified by `counts` (records per class, e.g. of the
+// training records): class c comes n * counts[c] / sum(counts) times, give or take one, and the
+// classes interleave (each sample takes the class furthest behind its share). Equal counts give
+// class i % classes for sample i. [n] int64.
+torch::Tensor sample_labels(int64_t n, const std::vector<int64_t>& counts);
 
 // N standard-normal latents, a pure function of (seed, n, z_dim).
 torch::Tensor sample_latents(uint64_t seed, int64_t n, int64_t z_dim);

@@ -48,7 +48,9 @@ const std::vector<std::pair<std::string, std::string>> kInvariancePairs = {
     {"invariance-np1", "invariance-np2"},
     {"invariance-np1", "invariance-np3"},
     {"invariance-augment-np1", "invariance-augment-np2"},  // train.augment: translation,cutout; R1; D's dropout
-    {"invariance-conditional-np1", "invariance-conditional-np2"}};  // model.conditional: labels, fake labels
+    // model.conditional: batches' and G's labels keyed per global sample (that D uses the labels at
+    // all is the unit tests' to show: this pair would agree without them too)
+    {"invariance-conditional-np1", "invariance-conditional-np2"}};
 
 TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {
   for (const auto& [reference, other] : kInvariancePairs) {

@@ -101,7 +101,8 @@ assert len(v)==1 and abs(v[0]-float(sys.argv[2]))<=1e-6*abs(v[0]), (v, sys.argv[
 cond="$work/cond"
 "$gantry" train --config "$configs/fashion-mnist-cdcgan.yaml" --set train.steps=20 \
   --set model.dcgan.g_width=8 --set model.dcgan.d_width=8 --set train.log_every=10 --set train.sample_every=10 \
-  --set data.split=test --set data.holdout=2000 --set run.dir="$cond" > "$work/cond.txt" 2>&1
+  --set data.split=test --set data.holdout=2000 --set data.cache_dir="$work/cache" --set run.dir="$cond" \
+  > "$work/cond.txt" 2>&1
 check "model.conditional: a 20-step conditional DCGAN run ends with a checkpoint" test -f "$cond/checkpoints/latest"
 check "model.conditional: its sample grids have a row per class (10 rows of 8: 242 x 302)" \
   test "$(png_size "$cond/samples/step-00000020.png" 2>/dev/null)" = "242 302"
@@ -116,6 +117,10 @@ check "sample, conditional: --class 3 --n 16 gives a 4 x 4 grid of class 3 (122 
 "$gantry" sample --checkpoint "$cond" --out "$work/cond-4.png" --n 16 --class 4 > /dev/null 2>&1
 check "sample, conditional: another class gives other samples from the same latents" \
   bash -c "! cmp -s '$work/cond-3.png' '$work/cond-4.png'"
+# The classifier the probe above cached (the same records): the label agreement is a fraction.
+"$gantry" eval --checkpoint "$cond" --metric frechet --samples 500 --threads 2 > "$work/cond-eval.txt" 2>&1
+check "eval frechet, conditional: the label agreement is printed and recorded in eval.jsonl" \
+  bash -c "grep -q 'conditional G: the classifier labels' '$work/cond-eval.txt' && python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readlines()[-1]); assert 0 <= r[\"label_agreement\"] <= 1, r' '$cond/eval.jsonl'"
 "$gantry" sample --checkpoint "$cond" --out "$work/x.png" --class 10 > /dev/null 2> "$work/class10.txt"
 rc=$?
 check "sample --class 10 of 10 classes: a usage error naming the range" \
@@ -125,5 +130,5 @@ rc=$?
 check "sample --class on an unconditional G: a usage error saying so" \
   bash -c "[ $rc = 2 ] && grep -q 'is not conditional' '$work/class-plain.txt'"
 
-[ $failures -eq 0 ] && echo "all sample/eval checks passed" || { cat "$work/train.txt" "$work/parzen.txt" "$work/sample.txt" "$work/probe.txt" "$work/cond.txt"; echo "$failures sample/eval check(s) failed"; }
+[ $failures -eq 0 ] && echo "all sample/eval checks passed" || { cat "$work/train.txt" "$work/parzen.txt" "$work/sample.txt" "$work/probe.txt" "$work/cond.txt" "$work/cond-eval.txt"; echo "$failures sample/eval check(s) failed"; }
 exit $failures

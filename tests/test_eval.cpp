@@ -238,6 +238,25 @@ TEST(Sample, LoadsTheCheckpointsGenerator) {
   EXPECT_TRUE(torch::allclose(eval::generate(gan, z, 2), f.models.generate(z), 1e-5, 1e-6));
 }
 
+// A conditional G's evaluation labels: proportional to the class counts within one sample, the
+// classes interleaved, and each class in turn when the counts are equal.
+TEST(Sample, ConditionalLabelsAreStratifiedByTheClassCounts) {
+  EXPECT_TRUE(torch::equal(eval::sample_labels(25, std::vector<int64_t>(10, 7)), torch::arange(25) % 10));
+  const torch::Tensor y = eval::sample_labels(8, {1, 3});
+  EXPECT_TRUE(torch::equal(y, torch::tensor({1, 0, 1, 1, 1, 0, 1, 1}, torch::kInt64))) << y;
+  const std::vector<int64_t> counts = {892, 1135, 1032, 1010, 982, 0, 958, 1028, 974, 1009};  // MNIST's test digits, no 5s
+  const torch::Tensor many = eval::sample_labels(1001, counts);
+  for (int64_t c = 0; c < 10; ++c) {
+    const double expected = 1001.0 * counts[c] / 9020;
+    EXPECT_LE(std::abs(many.eq(c).sum().item<int64_t>() - expected), 1.0) << c;
+    for (const int64_t n : {100, 1000}) {  // every prefix stays within one of its share too
+      const double share = n * static_cast<double>(counts[c]) / 9020;
+      EXPECT_LE(std::abs(many.slice(0, 0, n).eq(c).sum().item<int64_t>() - share), 1.0) << c << " " << n;
+    }
+  }
+  EXPECT_THROW(eval::sample_labels(4, {0, 0}), std::invalid_argument);
+}
+
 TEST(Sample, GridSizesAndDeterminism) {
   RunFixture f = make_run("eval-grid");
   eval::SampleOptions o;

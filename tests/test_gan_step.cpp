@@ -152,15 +152,22 @@ TEST_P(GanStepLoss, ConditionalUpdatesFollowTheLabels) {
   expect_all_close(gradients(*g_step.models().g), torch::autograd::grad({g_loss}, fresh.g->parameters()), 1e-4,
                    1e-6);
 
-  // Other labels, another update; and an unlabelled update of a conditional GAN is refused.
+  // Other labels, other updates of D and of G; an unlabelled update of a conditional GAN, and a
+  // label out of range, are refused.
+  auto differ = [](const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    bool out = false;
+    for (size_t i = 0; i < a.size(); ++i) out |= !torch::allclose(a[i], b[i], 1e-5, 1e-7);
+    return out;
+  };
   GanStep other(make_models(c, {1, 28, 28}), c, *comm);
   other.d_update(real, z, mix, {}, false, {}, (labels + 1) % 10);
-  const auto a = gradients(*step.models().d), b = gradients(*other.models().d);
-  bool differs = false;
-  for (size_t i = 0; i < a.size(); ++i) differs |= !torch::allclose(a[i], b[i], 1e-5, 1e-7);
-  EXPECT_TRUE(differs);
+  EXPECT_TRUE(differ(gradients(*step.models().d), gradients(*other.models().d)));
+  GanStep other_g(make_models(c, {1, 28, 28}), c, *comm);
+  other_g.g_update(z, {}, {}, (g_labels + 1) % 10);
+  EXPECT_TRUE(differ(gradients(*g_step.models().g), gradients(*other_g.models().g)));
   EXPECT_THROW(other.d_update(real, z, mix), c10::Error);
   EXPECT_THROW(other.g_update(z), c10::Error);
+  EXPECT_THROW(other.g_update(z, {}, {}, torch::full({6}, 10, torch::kInt64)), c10::Error);
 }
 
 TEST(Device, ResolvesTrainDevice) {

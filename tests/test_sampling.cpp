@@ -172,8 +172,8 @@ TEST(Latent, ConditionalLabelsAreKeyedPerGlobalSampleAndFollowTheData) {
 }
 
 // options.labels (a conditional GAN's): labels() is the label of each record of the batch next()
-// returned, in its order, with prefetching or without, across epochs; a label list that does not
-// match the records is refused.
+// returned, in its order, with prefetching or without, across epochs and after set_position; a
+// label list that does not match the records is refused.
 TEST(DataStream, LabelsFollowEachBatchsRecords) {
   auto data = std::make_shared<IndexDataset>(500);
   auto labels = std::make_shared<std::vector<int64_t>>();
@@ -189,6 +189,14 @@ TEST(DataStream, LabelsFollowEachBatchsRecords) {
       ASSERT_EQ(y.numel(), static_cast<int64_t>(records.size()));
       for (size_t i = 0; i < records.size(); ++i)
         ASSERT_EQ(y[static_cast<int64_t>(i)].item<int64_t>(), (*labels)[records[i]]) << "batch " << b << " row " << i;
+    }
+    // Restored mid-epoch while batches are prefetched: the labels follow the new position's records.
+    stream.set_position({1, 4});
+    for (int b = 0; b < 12; ++b) {
+      const std::vector<int64_t> records = values(stream.next());
+      for (size_t i = 0; i < records.size(); ++i)
+        ASSERT_EQ(stream.labels()[static_cast<int64_t>(i)].item<int64_t>(), (*labels)[records[i]])
+            << "after set_position, batch " << b << " row " << i;
     }
   }
   DataStream unlabelled(data, 32, 0, 1, 9, StreamOptions{1, 0, false});

@@ -221,7 +221,13 @@ SkippedUpdates GanStep::settle() {
 torch::Tensor GanStep::device_of(const torch::Tensor& labels) const {
   if (models_.classes == 0) return torch::Tensor();  // an unconditional D reads none
   TORCH_CHECK(labels.defined(), "a conditional GAN's update needs the batch's labels");
-  return labels.to(device_, /*non_blocking=*/true);
+  // The range is checked here, on the host, where it costs no device sync: on a GPU one_hot and
+  // index_select would only fail in a device-side assert.
+  TORCH_CHECK(labels.is_cpu(), "a conditional GAN's labels arrive on the host");
+  if (labels.numel() > 0)
+    TORCH_CHECK(labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < models_.classes,
+                "labels must be class indices in [0, ", models_.classes, ")");
+  return labels.to(device_, /*non_blocking=*/true);  // asynchronous from pinned memory
 }
 
 torch::Tensor GanStep::draws_for(const torch::Tensor& dropout, int64_t k) const {
@@ -251,7 +257,7 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     AutocastGuard autocast(device_, bf16_);
     {
       torch::NoGradGuard no_grad;
-      fake = seen_by_d(models_.generate(models_.g_input(z, labels_in)), augment, 1);
+      fake = seen_by_d(models_.generate(models_.g_input(z, labels)), augment, 1);
     }
     real = seen_by_d(real, augment, 0);
     clear_grads(*d_opt_);
@@ -325,7 +331,7 @@ UpdateOutcome GanStep::g_update(const torch::Tensor& z_in, const torch::Tensor& 
   torch::Tensor fake, logits;
   {
     AutocastGuard autocast(device_, bf16_);
-    fake = models_.generate(models_.g_input(z, labels_in));
+    fake = models_.generate(models_.g_input(z, labels));
     logits = score(seen_by_d(fake, augment, 0), labels, draws_for(dropout, 0)).to(torch::kFloat32);
   }
   const torch::Tensor loss = generator_loss(loss_, logits);

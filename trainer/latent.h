@@ -51,10 +51,10 @@ inline torch::Tensor uniform_table(uint64_t seed, uint64_t stream, int64_t draw,
 
 // A conditional G's labels for rows first_index .. first_index + n of draw `draw`: each the label
 // of a record drawn uniformly from `labels` (every record's, in record order), so classes come as
-// often as in the data. [n] int64.
+// often as in the data. [n] int64 (`pinned`: page-locked, as latent_rows').
 inline torch::Tensor label_rows(uint64_t seed, uint64_t stream, int64_t draw, int64_t first_index, int64_t n,
-                                const std::vector<int64_t>& labels) {
-  torch::Tensor y = torch::empty({n}, torch::kInt64);
+                                const std::vector<int64_t>& labels, bool pinned = false) {
+  torch::Tensor y = torch::empty({n}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pinned));
   int64_t* out = y.data_ptr<int64_t>();
   const uint64_t records = labels.size();
   for (int64_t i = 0; i < n; ++i) {

@@ -392,8 +392,9 @@ torch::Tensor GanModels::g_input(const torch::Tensor& z, const torch::Tensor& la
   TORCH_CHECK(labels.defined() && labels.dim() == 1 && labels.size(0) == z.size(0),
               "a conditional G needs one label per latent: ", z.size(0), " latents, labels ",
               labels.defined() ? c10::str(labels.sizes()) : std::string("none"));
-  // Checked where that costs no device sync (training's labels come from the host); one_hot
-  // checks the range itself, with a sync, on a device.
+  // Checked on the host only, where it costs no device sync. Labels already on a GPU are the
+  // caller's to check (GanStep does, before copying them): there an index out of range would
+  // only end in a device-side assert.
   if (labels.is_cpu() && labels.numel() > 0)
     TORCH_CHECK(labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < classes,
                 "labels must be class indices in [0, ", classes, "), got ", labels.min().item<int64_t>(), "..",

@@ -677,7 +677,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                                                         config.model.z_dim, pinned),
                                             fault, 'g', step + 1, rank),
                                augment_draws(g_draw, 1), dropout_draws(g_draw, 1),
-                               labels ? label_rows(seed, random::kFakeLabel, g_draw, first, local_batch, *labels)
+                               labels ? label_rows(seed, random::kFakeLabel, g_draw, first, local_batch, *labels, pinned)
                                       : torch::Tensor()),
                  "G", step + 1);
     gan->sync_buffers();
