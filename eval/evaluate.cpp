@@ -166,25 +166,25 @@ torch::Tensor evaluation_labels(int64_t classes, const EvalData& data, int64_t n
   return sample_labels(n, counts);
 }
 
-// --samples images of G in [-1, 1], from --seed's latents scaled by --truncation (a conditional
-// G's at the training records' class frequencies).
-torch::Tensor samples_of(TrainedGan& gan, const EvalData& data, const EvalOptions& o) {
-  return generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim) * o.truncation,
-                  evaluation_labels(gan.models.classes, data, o.samples));
+// --samples images of G in [-1, 1], from --seed's latents scaled by --truncation; a conditional
+// G's of `labels` (evaluation_labels).
+torch::Tensor samples_of(TrainedGan& gan, const torch::Tensor& labels, const EvalOptions& o) {
+  return generate(gan, sample_latents(o.seed, o.samples, gan.config.model.z_dim) * o.truncation, labels);
 }
 
 // Parzen: sigma on the even-numbered evaluation records, the log-likelihood on the odd-numbered
 // ones. Interleaved, not the first and second halves: a file's records need not be in random
 // order (MNIST's test set holds 5,000 digits of NIST's cleaner writers, then 5,000 of the others),
 // and sigma must be chosen on records like those it is scored on.
-nlohmann::json parzen(TrainedGan& gan, const EvalData& data, const EvalOptions& o, std::ostream& out) {
+nlohmann::json parzen(TrainedGan& gan, const EvalData& data, const torch::Tensor& labels, const EvalOptions& o,
+                      std::ostream& out) {
   const int64_t n = data.test->size();
   if (n < 2) throw UsageError("parzen needs at least 2 evaluation records");
   const torch::Tensor records = to_unit(read_records(*data.test, 0, n));
   const torch::Tensor valid = records.slice(0, 0, n, 2), test = records.slice(0, 1, n, 2);
   const std::vector<double> grid = log_grid(0.02, 2.0, 61);
   const auto t0 = Clock::now();
-  const torch::Tensor samples = to_unit(samples_of(gan, data, o));
+  const torch::Tensor samples = to_unit(samples_of(gan, labels, o));
   const ParzenResult g = parzen_evaluate(valid, test, samples, grid);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const int64_t n_real = std::min(o.samples, data.train->size());
@@ -323,16 +323,18 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
       << truncation_note(o.truncation) << "), "
       << data.test->name()
       << ": " << data.train->size() << " training and " << data.test->size() << " evaluation records\n";
+  // A conditional G's sample labels, once for the command (they read the training label file).
+  const torch::Tensor labels = evaluation_labels(gan.models.classes, data, o.samples);
   nlohmann::json result;
   if (o.metric == "parzen") {
-    result = parzen(gan, data, o, out);
+    result = parzen(gan, data, labels, o, out);
   } else if (o.metric == "frechet") {
     const LabelledImages test = labelled(*data.test, data.test_spec, data.test_begin);
     Classifier c = load_or_train_classifier(labelled(*data.train, data.train_spec, data.train_begin), test,
                                             classifier_cache(data, o.classifier_epochs), kClassifierSeed,
                                             o.classifier_epochs, out);
     out << "feature classifier: " << describe(c) << "\n";
-    const torch::Tensor fake = samples_of(gan, data, o);
+    const torch::Tensor fake = samples_of(gan, labels, o);
     result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, fake, data, o,
                           "frechet_distance", out);
     result["classifier_accuracy"] = c.test_accuracy;
@@ -341,8 +343,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
     result["class_coverage"] =
         coverage_report(class_coverage(fake_labels, test.labels, c.net->head->options.out_features()), out);
     if (gan.models.classes > 0) {  // a conditional G: does it draw the class it is asked for?
-      const torch::Tensor asked = evaluation_labels(gan.models.classes, data, fake.size(0));  // samples_of's
-      const double agree = fake_labels.eq(asked).to(torch::kFloat64).mean().item<double>();
+      const double agree = fake_labels.eq(labels).to(torch::kFloat64).mean().item<double>();
       out << "conditional G: the classifier labels " << fixed(100 * agree, 1) << " % of G's samples with the class "
           << "they were drawn for (its own accuracy on the evaluation records: " << fixed(100 * c.test_accuracy, 2)
           << " %)\n";
@@ -380,7 +381,7 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
       }
       return torch::cat(parts);
     };
-    result = frechet_from(features, samples_of(gan, data, o), data, o, "fid", out);
+    result = frechet_from(features, samples_of(gan, labels, o), data, o, "fid", out);
     result["inception"] = o.inception;
   }
   result["metric"] = o.metric;

@@ -93,12 +93,9 @@ torch::Tensor generate(GanModels& models, const torch::Tensor& z, int64_t batch)
   return generate(models, z, torch::Tensor(), batch);
 }
 
-torch::Tensor generate(GanModels& models, const torch::Tensor& z, const torch::Tensor& labels_in, int64_t batch) {
+torch::Tensor generate(GanModels& models, const torch::Tensor& z, const torch::Tensor& labels, int64_t batch) {
   torch::NoGradGuard no_grad;
   const torch::Device device = models.g->parameters().front().device();
-  torch::Tensor labels = labels_in;
-  if (models.classes > 0 && !labels.defined())
-    labels = sample_labels(z.size(0), std::vector<int64_t>(static_cast<size_t>(models.classes), 1));
   std::vector<torch::Tensor> parts;
   for (int64_t lo = 0; lo < z.size(0); lo += batch) {
     const torch::Tensor y = labels.defined() ? labels.slice(0, lo, lo + batch) : labels;

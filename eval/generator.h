@@ -42,8 +42,8 @@ datasets::RecordShape record_shape(const DataConfig& data);
 TrainedGan load_trained_gan(const std::string& path, const std::string& generator = "auto");
 
 // G(z) for z [N, z_dim], batch by batch, without gradients: [N, C, H, W] in [-1, 1]. A
-// conditional G (model.conditional) draws sample i of class labels[i] ([N] int64), or without
-// labels of class i % classes (sample_labels with equal counts).
+// conditional G (model.conditional) draws sample i of class labels[i] ([N] int64) and needs them;
+// an unconditional one ignores them.
 torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, int64_t batch = 500);
 torch::Tensor generate(TrainedGan& gan, const torch::Tensor& z, const torch::Tensor& labels, int64_t batch = 500);
 // The same for live models, on G's device (z is moved there), returned on the CPU in fp32. G's
