@@ -175,6 +175,14 @@ TEST(Config, CrossKeyChecks) {
   const auto ip = write_yaml("input-dropout.yaml", "model:\n  mlp:\n    d_input_dropout: -0.1\n");
   EXPECT_NE(error_of(ip).find(ip + ":3: model.mlp.d_input_dropout: must be in [0, 1), got -0.1"), std::string::npos)
       << error_of(ip);
+  const auto cn = write_yaml("class-norm.yaml", "model:\n  dcgan:\n    g_class_norm: true\n");
+  EXPECT_NE(error_of(cn).find(cn + ":3: model.dcgan.g_class_norm: a class-conditional BatchNorm needs labels"),
+            std::string::npos) << error_of(cn);
+  const auto cm = write_yaml("class-norm-mlp.yaml",
+                             "model:\n  arch: mlp\n  conditional: true\n  dcgan:\n    g_class_norm: true\n");
+  EXPECT_NE(error_of(cm).find(cm + ":5: model.dcgan.g_class_norm: "), std::string::npos) << error_of(cm);
+  const auto co = write_yaml("class-norm-ok.yaml", "model:\n  conditional: true\n  dcgan:\n    g_class_norm: true\n");
+  EXPECT_TRUE(load_config(co, {}).model.dcgan.g_class_norm);
   const auto s = write_yaml("dnorm-ok.yaml", "train:\n  loss: wgan-gp\nmodel:\n  dcgan:\n    d_norm: spectral\n");
   EXPECT_EQ(load_config(s, {}).model.dcgan.d_norm, "spectral");
 }

@@ -201,6 +201,82 @@ TEST(Models, ConditionalGanTakesLabelsInGsInputAndDsProjection) {
   }
 }
 
+// model.dcgan.g_class_norm: each of G's BatchNorms loses its affine pair and gains a row of gains
+// and biases per class; a sample is normalised as before, then scaled and shifted by its class's
+// rows, and only the rows of the classes present receive gradient.
+TEST(Models, DcganClassNormScalesAndShiftsEachSampleByItsClass) {
+  for (datasets::RecordShape shape : {datasets::RecordShape{1, 28, 28}, datasets::RecordShape{3, 32, 32}}) {
+    Config c;
+    c.model.arch = "dcgan";
+    c.model.z_dim = 16;
+    c.model.conditional = true;
+    c.model.dcgan.g_width = c.model.dcgan.d_width = 8;
+    c.model.dcgan.g_blocks = 1;
+    GanModels plain = make_models(c, shape);
+    c.model.dcgan.g_class_norm = true;
+    GanModels m = make_models(c, shape);
+    const std::string where = std::to_string(shape.channels) + " channels";
+
+    // G's parameters: the plain conditional G's, each BatchNorm's [C] weight and bias becoming
+    // [10, C] gains and biases; the other layers are unchanged.
+    auto plain_params = plain.g->named_parameters();
+    auto params = m.g->named_parameters();
+    ASSERT_EQ(params.size(), plain_params.size()) << where;
+    auto ends_with = [](const std::string& s, const std::string& tail) {
+      return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    int64_t class_norms = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string name = params[i].key();
+      if (ends_with(name, ".gain")) {
+        ++class_norms;
+        const std::string layer = name.substr(0, name.size() - 5);
+        const int64_t channels = plain_params[i].value().size(0);
+        EXPECT_EQ(plain_params[i].key(), layer + ".weight") << where;
+        ASSERT_EQ(params[i + 1].key(), layer + ".bias") << where;
+        EXPECT_EQ(params[i].value().sizes(), (std::vector<int64_t>{10, channels})) << where;
+        EXPECT_EQ(params[i + 1].value().sizes(), (std::vector<int64_t>{10, channels})) << where;
+        ++i;  // the layer's bias
+        continue;
+      }
+      EXPECT_EQ(name, plain_params[i].key()) << where;
+      EXPECT_EQ(params[i].value().sizes(), plain_params[i].value().sizes()) << where << " " << name;
+    }
+    EXPECT_EQ(class_norms, shape.channels == 1 ? 4 : 6) << where;  // 2 or 3 resolutions x (upsampling + block)
+
+    // One layer alone: BatchNorm without affine, then the sample's class's gain and bias.
+    ClassBatchNorm2d cbn(10, 3);
+    cbn->train();
+    {
+      torch::NoGradGuard no_grad;
+      cbn->gain.copy_(torch::rand({10, 3}) + 0.5);
+      cbn->bias.copy_(torch::randn({10, 3}));
+    }
+    const torch::Tensor x = torch::randn({4, 3, 5, 5});
+    const torch::Tensor y = torch::tensor({2, 7, 2, 0}, torch::kInt64);
+    const torch::Tensor out = cbn->forward(x, torch::one_hot(y, 10).to(torch::kFloat32));
+    const torch::Tensor mean = x.mean({0, 2, 3}, true), var = x.var({0, 2, 3}, false, true);
+    const torch::Tensor expected = (x - mean) / torch::sqrt(var + 1e-5) * cbn->gain.index_select(0, y).view({4, 3, 1, 1}) +
+                                   cbn->bias.index_select(0, y).view({4, 3, 1, 1});
+    EXPECT_TRUE(torch::allclose(out, expected, 1e-5, 1e-5)) << where << (out - expected).abs().max();
+
+    // Through G: gradient reaches the gain and bias rows of the classes in the batch, no others.
+    m.g->train();
+    const torch::Tensor z = torch::randn({4, 16});
+    m.generate(m.g_input(z, y)).square().sum().backward();
+    for (const auto& p : m.g->named_parameters()) {
+      const std::string name = p.key();
+      if (p.value().dim() != 2 || !(ends_with(name, ".gain") || ends_with(name, ".bias"))) continue;
+      const torch::Tensor row_norms = p.value().grad().abs().sum(1);
+      for (int64_t k = 0; k < 10; ++k) {
+        const bool present = k == 0 || k == 2 || k == 7;
+        EXPECT_EQ(row_norms[k].item<float>() > 0, present) << where << " " << name << " class " << k;
+      }
+    }
+  }
+  EXPECT_THROW(DcganGenerator(16, 8, datasets::RecordShape{1, 28, 28}, 0, 16), c10::Error);  // the one-hot must fit in z's columns
+}
+
 TEST(Models, SameSeedSameInitialisation) {
   Config c;
   c.model.arch = "dcgan";

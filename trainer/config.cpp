@@ -186,6 +186,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("model.dcgan.g_width", model.dcgan.g_width, at_least<int64_t>(1)),
       GANTRY_FIELD("model.dcgan.g_blocks", model.dcgan.g_blocks,
                    [](const int64_t& v) { return v < 0 || v > 8 ? "must be 0..8, got " + std::to_string(v) : ""; }),
+      GANTRY_FIELD("model.dcgan.g_class_norm", model.dcgan.g_class_norm),
       GANTRY_FIELD("model.dcgan.d_width", model.dcgan.d_width, at_least<int64_t>(1)),
       GANTRY_FIELD("model.dcgan.d_mbstd_group", model.dcgan.d_mbstd_group,
                    [](const int64_t& v) { return v < 0 || v > 64 ? "must be 0..64, got " + std::to_string(v) : ""; }),
@@ -387,6 +388,9 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
   if (config.train.loss == "wgan-gp" && config.model.dcgan.d_norm == "batch")
     throw ConfigError("config error: " + config.where("model.dcgan.d_norm") + ": model.dcgan.d_norm: batch " +
                       "couples a batch's samples, and wgan-gp's penalty is per sample; use spectral, none or auto");
+  if (config.model.dcgan.g_class_norm && !(config.model.conditional && config.model.arch == "dcgan"))
+    throw ConfigError("config error: " + config.where("model.dcgan.g_class_norm") + ": model.dcgan.g_class_norm: " +
+                      "a class-conditional BatchNorm needs labels: set model.conditional true, with model.arch dcgan");
   if (config.optim.schedule == "constant")
     for (const auto& [key, value] : {std::pair{"optim.decay_start", config.optim.decay_start},
                                      std::pair{"optim.final_lr_ratio", config.optim.final_lr_ratio}})

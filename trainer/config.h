@@ -57,6 +57,9 @@ struct MlpConfig {
 struct DcganConfig {
   int64_t g_width = 64;  // channels of G's last hidden layer (ngf)
   int64_t g_blocks = 0;  // 3x3 stride-1 convolutions added at each of G's hidden resolutions
+  // With model.conditional: G's BatchNorm layers take a gain and a bias per class (conditional
+  // BatchNorm, as SNGAN-projection's G) besides reading the one-hot label with z.
+  bool g_class_norm = false;
   int64_t d_width = 64;  // channels of D's first layer (ndf)
   // Group size of a minibatch standard deviation channel before D's last convolution (Karras et
   // al. 2018; StyleGAN2 uses 4). 0: none.

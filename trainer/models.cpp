@@ -181,9 +181,12 @@ void dcgan_init(nn::Module& module) {
       nn::init::normal_(conv->weight, 0.0, 0.02);
     } else if (auto* convt = m->as<nn::ConvTranspose2d>()) {
       nn::init::normal_(convt->weight, 0.0, 0.02);
-    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+    } else if (auto* bn = m->as<nn::BatchNorm2d>(); bn && bn->options.affine()) {
       nn::init::normal_(bn->weight, 1.0, 0.02);
       nn::init::zeros_(bn->bias);
+    } else if (auto* cbn = m->as<ClassBatchNorm2d>()) {
+      nn::init::normal_(cbn->gain, 1.0, 0.02);
+      nn::init::zeros_(cbn->bias);
     }
   }
 }
@@ -227,16 +230,39 @@ torch::Tensor SpectralConv2dImpl::forward(const torch::Tensor& x) {
   return torch::conv2d(x, normalized_weight(), bias, stride_, padding_);
 }
 
-DcganGeneratorImpl::DcganGeneratorImpl(int64_t z_dim, int64_t w, datasets::RecordShape out, int64_t blocks) {
+ClassBatchNorm2dImpl::ClassBatchNorm2dImpl(int64_t classes, int64_t channels) {
+  norm = register_module("norm", nn::BatchNorm2d(nn::BatchNorm2dOptions(channels).affine(false)));
+  gain = register_parameter("gain", torch::ones({classes, channels}));
+  bias = register_parameter("bias", torch::zeros({classes, channels}));
+}
+
+torch::Tensor ClassBatchNorm2dImpl::forward(const torch::Tensor& x, const torch::Tensor& one_hot) {
+  const int64_t n = x.size(0), c = x.size(1);
+  return torch::addcmul(one_hot.matmul(bias).view({n, c, 1, 1}), norm->forward(x), one_hot.matmul(gain).view({n, c, 1, 1}));
+}
+
+DcganGeneratorImpl::DcganGeneratorImpl(int64_t z_dim, int64_t w, datasets::RecordShape out, int64_t blocks,
+                                       int64_t class_norm_classes)
+    : class_norm_classes(class_norm_classes) {
+  TORCH_CHECK(class_norm_classes >= 0 && class_norm_classes < z_dim,
+              "G's class-conditional BatchNorm reads a one-hot label from the last columns of its ", z_dim,
+              " inputs; ", class_norm_classes, " classes do not fit");
   nn::Sequential seq;
+  auto batch_norm = [&](int64_t channels) {
+    if (class_norm_classes > 0) {
+      seq->push_back(ClassBatchNorm2d(class_norm_classes, channels));
+    } else {
+      seq->push_back(nn::BatchNorm2d(channels));
+    }
+  };
   // One hidden resolution: its upsampling, then `blocks` stride-1 convolutions at the same size.
   auto hidden = [&](nn::AnyModule up, int64_t channels) {
     seq->push_back(std::move(up));
-    seq->push_back(nn::BatchNorm2d(channels));
+    batch_norm(channels);
     seq->push_back(nn::ReLU(true));
     for (int64_t b = 0; b < blocks; ++b) {
       seq->push_back(down(channels, channels, 3, 1, 1, /*bias=*/false));
-      seq->push_back(nn::BatchNorm2d(channels));
+      batch_norm(channels);
       seq->push_back(nn::ReLU(true));
     }
   };
@@ -256,7 +282,17 @@ DcganGeneratorImpl::DcganGeneratorImpl(int64_t z_dim, int64_t w, datasets::Recor
 }
 
 torch::Tensor DcganGeneratorImpl::forward(const torch::Tensor& z) {
-  return net->forward(z.view({z.size(0), z.size(1), 1, 1}));
+  torch::Tensor h = z.view({z.size(0), z.size(1), 1, 1});
+  if (class_norm_classes == 0) return net->forward(h);
+  const torch::Tensor one_hot = z.narrow(1, z.size(1) - class_norm_classes, class_norm_classes);
+  for (auto& layer : *net) {
+    if (auto* cbn = layer.ptr()->as<ClassBatchNorm2d>()) {
+      h = cbn->forward(h, one_hot);
+    } else {
+      h = layer.forward(h);
+    }
+  }
+  return h;
 }
 
 MinibatchStdImpl::MinibatchStdImpl(int64_t group_size) : group(group_size) {
@@ -360,7 +396,7 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
                         std::to_string(shape.height) + "x" + std::to_string(shape.width) + "x" +
                         std::to_string(shape.channels));
     new_generator = [&] {
-      DcganGenerator g(g_in, mc.dcgan.g_width, shape, mc.dcgan.g_blocks);
+      DcganGenerator g(g_in, mc.dcgan.g_width, shape, mc.dcgan.g_blocks, mc.dcgan.g_class_norm ? m.classes : 0);
       return std::pair{g.ptr(), Generate([g](const torch::Tensor& z) mutable { return g->forward(z); })};
     };
     std::tie(m.g, m.generate) = new_generator();

@@ -65,12 +65,27 @@ struct MlpDiscriminatorImpl : torch::nn::Module {
 };
 TORCH_MODULE(MlpDiscriminator);
 
+// Class-conditional BatchNorm (de Vries et al. 2017; Miyato & Koyama 2018's G): BatchNorm without
+// its own affine transform, then a gain and a bias per class and channel, rows of `gain` and
+// `bias` picked by a one-hot label: x_hat * (one_hot @ gain) + one_hot @ bias.
+struct ClassBatchNorm2dImpl : torch::nn::Module {
+  ClassBatchNorm2dImpl(int64_t classes, int64_t channels);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& one_hot);
+  torch::nn::BatchNorm2d norm{nullptr};
+  torch::Tensor gain, bias;  // [classes, channels]
+};
+TORCH_MODULE(ClassBatchNorm2d);
+
 struct DcganGeneratorImpl : torch::nn::Module {
   // blocks: 3x3 stride-1 convolutions (each with BatchNorm and ReLU) added at each hidden
-  // resolution, after its transposed convolution (model.dcgan.g_blocks).
-  DcganGeneratorImpl(int64_t z_dim, int64_t width, datasets::RecordShape out, int64_t blocks = 0);
+  // resolution, after its transposed convolution (model.dcgan.g_blocks). class_norm_classes > 0:
+  // the input's last class_norm_classes columns are a one-hot label, and every BatchNorm is a
+  // ClassBatchNorm2d that reads it (model.dcgan.g_class_norm).
+  DcganGeneratorImpl(int64_t z_dim, int64_t width, datasets::RecordShape out, int64_t blocks = 0,
+                     int64_t class_norm_classes = 0);
   torch::Tensor forward(const torch::Tensor& z);
   torch::nn::Sequential net{nullptr};
+  int64_t class_norm_classes;
 };
 TORCH_MODULE(DcganGenerator);
 
