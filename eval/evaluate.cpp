@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <numeric>
 #include <sstream>
@@ -212,15 +213,23 @@ nlohmann::json parzen(TrainedGan& gan, const EvalData& data, const torch::Tensor
   return result;
 }
 
+// The features frechet_from fitted: of the test records, G's samples, and the first rows of the
+// training records (as many as the floor used).
+struct FeatureSets {
+  torch::Tensor test, fake, real;
+};
+
 // Features of real test, generated and real training images; the distances between their fits.
+// `kept`, when given, receives the features.
 nlohmann::json frechet_from(const std::function<torch::Tensor(const torch::Tensor&)>& features,
                             const torch::Tensor& fake_images, const EvalData& data, const EvalOptions& o,
-                            const std::string& name, std::ostream& out) {
+                            const std::string& name, std::ostream& out, FeatureSets* kept = nullptr) {
   const int64_t n_test = data.test->size();
-  const GaussianFit test = fit_gaussian(features(read_records(*data.test, 0, n_test)));
-  const GaussianFit fake = fit_gaussian(features(fake_images));
   const int64_t n_real = std::min(data.train->size(), std::max(n_test, o.samples));
-  const GaussianFit real = fit_gaussian(features(read_records(*data.train, 0, n_real)));
+  FeatureSets f{features(read_records(*data.test, 0, n_test)), features(fake_images),
+                features(read_records(*data.train, 0, n_real))};
+  const GaussianFit test = fit_gaussian(f.test), fake = fit_gaussian(f.fake), real = fit_gaussian(f.real);
+  if (kept) *kept = std::move(f);
   const FrechetTerms terms = frechet_terms(fake, test), floor_terms = frechet_terms(real, test);
   const double fd = terms.distance(), floor = floor_terms.distance();
   out << name << ": " << fixed(fd, 3) << " (" << o.samples << " samples of G vs " << n_test << " test records)\n"
@@ -252,13 +261,46 @@ nlohmann::json coverage_report(const ClassCoverage& c, std::ostream& out) {
           {"kl", std::isfinite(c.kl) ? nlohmann::json(c.kl) : nlohmann::json(nullptr)}};
 }
 
-LabelledImages labelled(const datasets::Dataset& d, const datasets::DatasetSpec& spec, int64_t begin) {
+// The labels of records begin .. begin + n - 1 of `spec`'s label file: [n] int64.
+torch::Tensor labelled_classes(const datasets::DatasetSpec& spec, int64_t begin, int64_t n) {
   const std::vector<int64_t> all = datasets::read_labels(spec);
-  if (static_cast<int64_t>(all.size()) < begin + d.size())
+  if (static_cast<int64_t>(all.size()) < begin + n)
     throw datasets::DataError(spec.name + " " + spec.split + ": " + std::to_string(all.size()) + " labels for " +
-                              std::to_string(begin + d.size()) + " images");
-  return {read_records(d, 0, d.size()),
-          torch::tensor(std::vector<int64_t>(all.begin() + begin, all.begin() + begin + d.size()), torch::kLong)};
+                              std::to_string(begin + n) + " images");
+  return torch::tensor(std::vector<int64_t>(all.begin() + begin, all.begin() + begin + n), torch::kLong);
+}
+
+LabelledImages labelled(const datasets::Dataset& d, const datasets::DatasetSpec& spec, int64_t begin) {
+  return {read_records(d, 0, d.size()), labelled_classes(spec, begin, d.size())};
+}
+
+// A conditional G's distance within each class: its samples drawn for class c against the test
+// records of class c, beside the same floor (training records of class c against them). Shows
+// whether the distance is spread over the classes or held by a few. Printed as a table and
+// returned as JSON rows (NaN, for a class too rare to fit, as null).
+nlohmann::json per_class_report(const FeatureSets& f, const torch::Tensor& fake_labels, const torch::Tensor& test_labels,
+                                const torch::Tensor& real_labels, int64_t classes, std::ostream& out) {
+  const std::vector<FrechetTerms> g = frechet_per_class(f.fake, fake_labels, f.test, test_labels, classes);
+  const std::vector<FrechetTerms> floor = frechet_per_class(f.real, real_labels, f.test, test_labels, classes);
+  const auto number = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  const torch::Tensor fake_counts = torch::bincount(fake_labels, {}, classes);
+  const torch::Tensor test_counts = torch::bincount(test_labels, {}, classes);
+  out << "within each class (G's samples drawn for it vs its test records; floor: its training records):\n"
+      << "  class  samples  test  distance  floor  ratio  (means + covariances)\n";
+  nlohmann::json rows = nlohmann::json::array();
+  for (int64_t k = 0; k < classes; ++k) {
+    const FrechetTerms& a = g[static_cast<size_t>(k)];
+    const FrechetTerms& b = floor[static_cast<size_t>(k)];
+    const int64_t n_fake = fake_counts[k].item<int64_t>(), n_test = test_counts[k].item<int64_t>();
+    out << "  " << std::setw(5) << k << "  " << std::setw(7) << n_fake << "  " << std::setw(4) << n_test << "  "
+        << std::setw(8) << fixed(a.distance(), 3) << "  " << std::setw(5) << fixed(b.distance(), 3) << "  "
+        << std::setw(5) << fixed(a.distance() / b.distance(), 2) << "  (" << fixed(a.mean, 3) << " + "
+        << fixed(a.covariance, 3) << ")\n";
+    rows.push_back({{"class", k}, {"samples", n_fake}, {"test_records", n_test}, {"distance", number(a.distance())},
+                    {"floor", number(b.distance())}, {"mean_term", number(a.mean)},
+                    {"covariance_term", number(a.covariance)}});
+  }
+  return rows;
 }
 
 std::string classifier_cache(const EvalData& data, int epochs) {
@@ -335,8 +377,9 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
                                             o.classifier_epochs, out);
     out << "feature classifier: " << describe(c) << "\n";
     const torch::Tensor fake = samples_of(gan, labels, o);
+    FeatureSets features;
     result = frechet_from([&](const torch::Tensor& x) { return classifier_features(c, x); }, fake, data, o,
-                          "frechet_distance", out);
+                          "frechet_distance", out, &features);
     result["classifier_accuracy"] = c.test_accuracy;
     result["classifier"] = c.path;
     const torch::Tensor fake_labels = classifier_labels(c, fake);
@@ -348,6 +391,8 @@ nlohmann::json run_eval(const EvalOptions& o, std::ostream& out) {
           << "they were drawn for (its own accuracy on the evaluation records: " << fixed(100 * c.test_accuracy, 2)
           << " %)\n";
       result["label_agreement"] = agree;
+      const torch::Tensor train_labels = labelled_classes(data.train_spec, data.train_begin, features.real.size(0));
+      result["per_class"] = per_class_report(features, labels, test.labels, train_labels, gan.models.classes, out);
     }
   } else {
     if (!fs::exists(o.inception)) throw UsageError("--inception " + o.inception + ": not found");

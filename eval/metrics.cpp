@@ -2,6 +2,7 @@
 #include "eval/metrics.h"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace gantry::eval {
@@ -111,6 +112,23 @@ ClassCoverage class_coverage(const torch::Tensor& fake_labels, const torch::Tens
     if (p > 0) c.kl += p * std::log(p / q);  // q = 0 < p: G draws a class real records lack, infinite
   }
   return c;
+}
+
+std::vector<FrechetTerms> frechet_per_class(const torch::Tensor& a, const torch::Tensor& a_labels,
+                                            const torch::Tensor& b, const torch::Tensor& b_labels, int64_t classes) {
+  TORCH_CHECK(a_labels.numel() == a.size(0) && b_labels.numel() == b.size(0),
+              "frechet_per_class: one label per row of features");
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<FrechetTerms> out;
+  for (int64_t c = 0; c < classes; ++c) {
+    const torch::Tensor rows_a = a.index({a_labels.flatten().eq(c)}), rows_b = b.index({b_labels.flatten().eq(c)});
+    if (rows_a.size(0) < 2 || rows_b.size(0) < 2) {
+      out.push_back({nan, nan, nan, nan});
+      continue;
+    }
+    out.push_back(frechet_terms(fit_gaussian(rows_a), fit_gaussian(rows_b)));
+  }
+  return out;
 }
 
 }  // namespace gantry::eval

@@ -71,4 +71,10 @@ struct ClassCoverage {
 };
 ClassCoverage class_coverage(const torch::Tensor& fake_labels, const torch::Tensor& real_labels, int64_t classes);
 
+// The Fréchet distance within each class: row c holds frechet_terms of a's rows labelled c against
+// b's rows labelled c. A class with fewer than two rows on either side gets NaN terms. Labels are
+// 0 .. classes - 1 ([N] int64, one per row of the matching features).
+std::vector<FrechetTerms> frechet_per_class(const torch::Tensor& a, const torch::Tensor& a_labels,
+                                            const torch::Tensor& b, const torch::Tensor& b_labels, int64_t classes);
+
 }  // namespace gantry::eval

@@ -121,6 +121,8 @@ check "sample, conditional: another class gives other samples from the same late
 "$gantry" eval --checkpoint "$cond" --metric frechet --samples 500 --threads 2 > "$work/cond-eval.txt" 2>&1
 check "eval frechet, conditional: the label agreement is printed and recorded in eval.jsonl" \
   bash -c "grep -q 'conditional G: the classifier labels' '$work/cond-eval.txt' && python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readlines()[-1]); assert 0 <= r[\"label_agreement\"] <= 1, r' '$cond/eval.jsonl'"
+check "eval frechet, conditional: a distance and floor for each of the 10 classes, over all 500 samples and 2,000 records" \
+  bash -c "grep -q 'within each class' '$work/cond-eval.txt' && python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readlines()[-1])[\"per_class\"]; assert [c[\"class\"] for c in r] == list(range(10)), r; assert sum(c[\"samples\"] for c in r) == 500 and sum(c[\"test_records\"] for c in r) == 2000, r; assert all(c[\"distance\"] > 0 and c[\"floor\"] > 0 for c in r), r' '$cond/eval.jsonl'"
 "$gantry" sample --checkpoint "$cond" --out "$work/x.png" --class 10 > /dev/null 2> "$work/class10.txt"
 rc=$?
 check "sample --class 10 of 10 classes: a usage error naming the range" \

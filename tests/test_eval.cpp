@@ -170,6 +170,29 @@ TEST(Frechet, KnownGaussiansGiveTheAnalyticDistance) {
   EXPECT_TRUE(torch::allclose(root.matmul(root), A, 1e-12, 1e-12));
 }
 
+TEST(Frechet, PerClassComparesEachClassWithItself) {
+  // Rows of classes 0 and 1 interleaved; b's class-0 rows are a's shifted by (3, 4), its class-1
+  // rows a's own, in another order. Class 0: mean term 25, covariances equal; class 1: 0; class 2
+  // has one row in a: NaN, not a figure.
+  torch::manual_seed(7);
+  const torch::Tensor x0 = torch::randn({50, 2}, torch::kFloat64), x1 = torch::randn({40, 2}, torch::kFloat64) * 3;
+  const torch::Tensor a = torch::cat({x0, x1, torch::zeros({1, 2}, torch::kFloat64)});
+  const torch::Tensor a_labels = torch::cat({torch::zeros({50}, torch::kLong), torch::ones({40}, torch::kLong),
+                                             torch::full({1}, 2, torch::kLong)});
+  const torch::Tensor order = torch::randperm(91);
+  const torch::Tensor shift = torch::tensor({3.0, 4.0}, torch::kFloat64);
+  const torch::Tensor b = torch::cat({x1.flip(0), x0 + shift});
+  const torch::Tensor b_labels = torch::cat({torch::ones({40}, torch::kLong), torch::zeros({50}, torch::kLong)});
+  const auto terms = eval::frechet_per_class(a.index({order}), a_labels.index({order}), b, b_labels, 3);
+  ASSERT_EQ(terms.size(), 3u);
+  EXPECT_NEAR(terms[0].mean, 25.0, 1e-9);
+  EXPECT_NEAR(terms[0].covariance, 0.0, 1e-6);
+  EXPECT_NEAR(terms[1].distance(), 0.0, 1e-6);
+  EXPECT_NEAR(terms[1].variance_a, eval::fit_gaussian(x1).cov.trace().item<double>(), 1e-9);
+  EXPECT_TRUE(std::isnan(terms[2].distance()));
+  EXPECT_THROW(eval::frechet_per_class(a, a_labels.slice(0, 1), b, b_labels, 3), c10::Error);
+}
+
 TEST(Frechet, SamplesOfTwoGaussiansApproachTheAnalyticDistance) {
   // 20000 draws each of N(0, I) and N(mu, diag(4, 1/4)) in 2-D: FD = |mu|^2 + (1 + 1/4 + 4... ) terms:
   // tr(I + S - 2 S^1/2) = (1 + 4 - 4) + (1 + 0.25 - 1) = 1.25; |mu|^2 = 1. A loose tolerance: sampling.
