@@ -49,7 +49,8 @@ const std::vector<std::pair<std::string, std::string>> kInvariancePairs = {
     {"invariance-np1", "invariance-np3"},
     {"invariance-augment-np1", "invariance-augment-np2"},  // train.augment: translation,cutout; R1; D's dropout
     // model.conditional: batches' and G's labels keyed per global sample (that D uses the labels at
-    // all is the unit tests' to show: this pair would agree without them too)
+    // all is the unit tests' to show: this pair would agree without them too); and train.g_topk,
+    // G's update from the best half of the global batch's fakes, which the ranks pick together
     {"invariance-conditional-np1", "invariance-conditional-np2"}};
 
 TEST(WorldSizeInvariance, PerStepLossesMatchWithin1e4Relative) {

@@ -163,6 +163,12 @@ TEST(Config, CrossKeyChecks) {
   EXPECT_NE(error_of(r).find(r + ":3: train.r1_gamma: wgan-gp has its own"), std::string::npos) << error_of(r);
   const auto e = write_yaml("r1-every.yaml", "train:\n  r1_every: 0\n");
   EXPECT_NE(error_of(e).find(e + ":2: train.r1_every: "), std::string::npos) << error_of(e);
+  const auto k = write_yaml("topk-zero.yaml", "train:\n  g_topk: 0\n");
+  EXPECT_NE(error_of(k).find(k + ":2: train.g_topk: must be in (0, 1], got 0"), std::string::npos) << error_of(k);
+  const auto kg = write_yaml("topk-gamma.yaml", "train:\n  g_topk: 0.5\n  g_topk_gamma: 1.5\n");
+  EXPECT_NE(error_of(kg).find(kg + ":3: train.g_topk_gamma: must be in [0, 1], got 1.5"), std::string::npos)
+      << error_of(kg);
+  EXPECT_EQ(load_config(write_yaml("topk-ok.yaml", "train:\n  g_topk: 0.5\n  g_topk_gamma: 0\n"), {}).train.g_topk, 0.5);
   const auto n = write_yaml("dnorm-wgan.yaml", "train:\n  loss: wgan-gp\nmodel:\n  dcgan:\n    d_norm: batch\n");
   EXPECT_NE(error_of(n).find(n + ":5: model.dcgan.d_norm: batch couples"), std::string::npos) << error_of(n);
   const auto l = write_yaml("dnorm-bad.yaml", "model:\n  dcgan:\n    d_norm: layer\n");

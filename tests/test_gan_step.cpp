@@ -538,6 +538,58 @@ TEST(GanStep, GsUpdateBackpropagatesThroughTheAugmentation) {
   EXPECT_GT((augmented[0] - plain[0]).abs().max().item<double>(), 1e-6);
 }
 
+// train.g_topk: with k = 3 of 6, G's update is the gradient of G's mean loss over the 3 fakes D
+// scores highest, for each loss (the weights before the update from a second, identically seeded
+// copy); k = 6 is the plain update.
+TEST(GanStep, TopKGUpdateFollowsTheKFakesDScoresHighest) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  for (const std::string loss : {"non-saturating", "minimax", "hinge"}) {
+    Config c = gantry::testing::small_dcgan_config(loss);
+    c.model.dcgan.d_norm = "spectral";  // D scores each fake alone, so 3 of them score as in the batch
+    const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
+    auto g_gradient = [&](int64_t k) {
+      GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+      step.set_g_topk(k);
+      EXPECT_TRUE(step.g_update(z));
+      return gradients(*step.models().g);
+    };
+    GanModels fresh = make_models(c, {1, 28, 28});
+    const torch::Tensor fakes = fresh.generate(z);
+    const torch::Tensor logits = fresh.discriminate(fakes, {}).flatten();
+    const torch::Tensor best = std::get<1>(logits.detach().topk(3));
+    const LossKind kind = parse_loss(loss);
+    const auto expected = torch::autograd::grad({generator_loss(kind, logits.index({best}))}, fresh.g->parameters(),
+                                                {}, /*retain_graph=*/true);
+    expect_all_close(g_gradient(3), expected, 1e-4, 1e-7);
+    const auto all = torch::autograd::grad({generator_loss(kind, logits)}, fresh.g->parameters());
+    expect_all_close(g_gradient(6), all, 1e-5, 1e-8);
+    EXPECT_GT((expected[0] - all[0]).abs().max().item<double>(), 1e-6) << loss;
+  }
+}
+
+TEST(GanStep, TopKCountDecaysByGammaPerEpochDownToItsFloor) {
+  TrainConfig t;
+  t.batch_size = 64;
+  const int64_t records = 640;  // 10 steps an epoch
+  EXPECT_EQ(g_topk_count(t, 0, records), 64);  // g_topk 1: every fake, always
+  EXPECT_EQ(g_topk_count(t, 1000, records), 64);
+  t.g_topk = 0.25;
+  t.g_topk_gamma = 0.5;
+  EXPECT_EQ(g_topk_count(t, 0, records), 64);
+  EXPECT_EQ(g_topk_count(t, 10, records), 32);  // one epoch: 0.5 x 64
+  EXPECT_EQ(g_topk_count(t, 5, records), 45);   // 0.5^0.5 x 64 = 45.25
+  EXPECT_EQ(g_topk_count(t, 15, records), 23);  // 0.5^1.5 x 64 = 22.63
+  EXPECT_EQ(g_topk_count(t, 20, records), 16);  // the floor, 0.25 x 64
+  EXPECT_EQ(g_topk_count(t, 90, records), 16);
+  t.d_steps = 2;  // D's passes over the data: an epoch every 5 steps
+  EXPECT_EQ(g_topk_count(t, 5, records), 32);
+  t.g_topk_gamma = 0;  // straight to the floor after the first step
+  EXPECT_EQ(g_topk_count(t, 0, records), 64);
+  EXPECT_EQ(g_topk_count(t, 1, records), 16);
+  t.g_topk = 0.001;  // never below one fake
+  EXPECT_EQ(g_topk_count(t, 1, records), 1);
+}
+
 // train.r1_gamma: a D update with r1 set adds exactly r1_gamma / 2 * r1_every times R1's gradient
 // (taken at the same weights from a separate copy of D) to the gradient it applies, and logs the
 // penalty; one without adds nothing. With train.augment the penalty is the gradient with respect to

@@ -121,6 +121,15 @@ Check<double> in_range(double lo, double hi, bool open_high = false) {
   };
 }
 
+// (0, 1]: a share of something that may not be empty.
+Check<double> fraction() {
+  return [](const double& v) {
+    std::ostringstream s;
+    if (!(v > 0 && v <= 1)) s << "must be in (0, 1], got " << v;
+    return s.str();
+  };
+}
+
 Check<double> positive() {
   return [](const double& v) {
     std::ostringstream s;
@@ -201,6 +210,8 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("train.augment", train.augment, one_of({"none", "translation", "cutout", "translation,cutout"})),
       GANTRY_FIELD("train.r1_gamma", train.r1_gamma, at_least(0.0)),
       GANTRY_FIELD("train.r1_every", train.r1_every, at_least<int64_t>(1)),
+      GANTRY_FIELD("train.g_topk", train.g_topk, fraction()),
+      GANTRY_FIELD("train.g_topk_gamma", train.g_topk_gamma, in_range(0.0, 1.0)),
       GANTRY_FIELD("train.log_every", train.log_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.sample_every", train.sample_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.consistency_every", train.consistency_every, at_least<int64_t>(0)),

@@ -100,6 +100,11 @@ struct TrainConfig {
   // 0: off.
   double r1_gamma = 0;
   int64_t r1_every = 16;
+  // Top-k G updates (Sinha et al. 2020): G's loss reads only the k of the global batch's fakes D
+  // scores as most real, k = max(g_topk, g_topk_gamma^epochs) x batch_size (epochs: the images
+  // seen so far over the training records). g_topk: 1 = every fake (off).
+  double g_topk = 1;
+  double g_topk_gamma = 0.99;
   int64_t log_every = 50;
   int64_t sample_every = 500;
   int64_t consistency_every = 100;

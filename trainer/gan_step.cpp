@@ -334,7 +334,7 @@ UpdateOutcome GanStep::g_update(const torch::Tensor& z_in, const torch::Tensor& 
     fake = models_.generate(models_.g_input(z, labels));
     logits = score(seen_by_d(fake, augment, 0), labels, draws_for(dropout, 0)).to(torch::kFloat32);
   }
-  const torch::Tensor loss = generator_loss(loss_, logits);
+  const torch::Tensor loss = g_loss(logits);
   g_reducer_->prepare();
   poison_if_nonfinite(loss).backward();
   const auto t1 = Clock::now();
@@ -356,6 +356,25 @@ UpdateOutcome GanStep::g_update(const torch::Tensor& z_in, const torch::Tensor& 
   times_.allreduce += seconds(t1, t2);
   times_.optimizer += seconds(t2, t3);
   return outcome;
+}
+
+torch::Tensor GanStep::g_loss(const torch::Tensor& logits) {
+  const int64_t n = logits.size(0), world = comm_.world_size();
+  if (g_topk_ <= 0 || g_topk_ >= n * world) return generator_loss(loss_, logits);
+  torch::Tensor weights;
+  {
+    torch::NoGradGuard no_grad;
+    // The global batch's logits on every rank: each rank's in its own rows, zeros elsewhere,
+    // summed (adding zeros is exact, so every rank sees the same values and picks the same k).
+    const int64_t first = comm_.rank() * n;
+    torch::Tensor all = torch::zeros({n * world}, logits.options());
+    all.slice(0, first, first + n).copy_(logits.detach().flatten());
+    if (world > 1) comm_.all_reduce(all, comm::ReduceOp::kSum);
+    const torch::Tensor best = std::get<1>(all.topk(g_topk_));
+    weights = torch::zeros_like(all).index_fill_(0, best, static_cast<double>(world) / static_cast<double>(g_topk_));
+    weights = weights.slice(0, first, first + n);
+  }
+  return (generator_loss_per_sample(loss_, logits) * weights).sum();
 }
 
 void GanStep::update_g_ema(int64_t g_updates) {

@@ -92,6 +92,12 @@ class GanStep {
   // Sets both optimizers' learning rates to optim.{g,d}.lr x factor (optim.schedule's factor for
   // the coming step, trainer/lr_schedule.h); they start at factor 1.
   void set_lr_factor(double factor);
+  // train.g_topk: the G updates that follow read only the k fakes of the global batch (every
+  // rank's, in rank order) that D scores highest, each weighted 1/k: the mean loss of the k
+  // (Sinha et al. 2020's top-k update). The ranks share their logits for it (one all-reduce of
+  // the global batch's logits, on the device). k at or above the global batch: every fake (the
+  // start).
+  void set_g_topk(int64_t k) { g_topk_ = k; }
   // Whether outcomes are decided on the device (then count them with settle()).
   bool decides_on_device() const { return d_device_adam_ != nullptr; }
   // The device's skipped updates since the last call (a device sync; zeros on the CPU), and the
@@ -139,6 +145,10 @@ class GanStep {
   // D's logits for x (of classes `labels`, undefined for an unconditional D) with `draws` (rows
   // matching x's), or without any when it is undefined.
   torch::Tensor score(const torch::Tensor& x, const torch::Tensor& labels, const torch::Tensor& draws);
+  // G's loss for this rank's logits [n]: the mean over the global batch, or with set_g_topk's k
+  // below the global batch, world_size / k times the sum over this rank's fakes among the k (so
+  // that the reducer's average over ranks gives the mean over the k).
+  torch::Tensor g_loss(const torch::Tensor& logits);
   std::vector<torch::Tensor> snapshot_buffers() const;
   void restore_buffers(const std::vector<torch::Tensor>& snapshot);
   // An update's end, after the all-reduce: the Adam step if every averaged gradient is finite,
@@ -158,6 +168,7 @@ class GanStep {
   torch::Device device_;  // where the models live; inputs arrive on the host or there
   bool bf16_;             // train.precision: bf16 autocast around the forward passes
   double g_lr_, d_lr_;    // optim.g.lr and optim.d.lr, which set_lr_factor scales
+  int64_t g_topk_ = 0;    // set_g_topk's k (0: every fake)
   comm::Communicator& comm_;
   std::unique_ptr<torch::optim::Adam> g_opt_, d_opt_;
   std::unique_ptr<comm::GradientReducer> g_reducer_, d_reducer_;

@@ -28,17 +28,22 @@ torch::Tensor discriminator_loss(LossKind kind, const torch::Tensor& real, const
   throw std::logic_error("discriminator_loss: unknown loss");
 }
 
-torch::Tensor generator_loss(LossKind kind, const torch::Tensor& fake) {
+torch::Tensor generator_loss_per_sample(LossKind kind, const torch::Tensor& fake) {
+  const torch::Tensor t = fake.flatten();
   switch (kind) {
     case LossKind::kMinimax:
-      return -F::softplus(fake).mean();
+      return -F::softplus(t);
     case LossKind::kNonSaturating:
-      return F::softplus(-fake).mean();
+      return F::softplus(-t);
     case LossKind::kWganGp:
     case LossKind::kHinge:
-      return -fake.mean();
+      return -t;
   }
   throw std::logic_error("generator_loss: unknown loss");
+}
+
+torch::Tensor generator_loss(LossKind kind, const torch::Tensor& fake) {
+  return generator_loss_per_sample(kind, fake).mean();
 }
 
 torch::Tensor r1_penalty(const std::function<torch::Tensor(const torch::Tensor&)>& discriminate,

@@ -19,6 +19,8 @@ LossKind parse_loss(const std::string& name);
 // D's loss without the gradient penalty; means over the local batch.
 torch::Tensor discriminator_loss(LossKind kind, const torch::Tensor& real_logits, const torch::Tensor& fake_logits);
 torch::Tensor generator_loss(LossKind kind, const torch::Tensor& fake_logits);
+// G's loss of each sample ([N], for logits [N] or [N, 1]); generator_loss is their mean.
+torch::Tensor generator_loss_per_sample(LossKind kind, const torch::Tensor& fake_logits);
 
 // R1's penalty mean(||grad_x D(x)||_2^2) at the real images, with a graph for the double
 // backward. The gradient is taken at `real` itself (discriminate may augment it first).

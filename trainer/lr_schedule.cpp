@@ -19,4 +19,11 @@ double lr_factor(const OptimConfig& optim, int64_t step, int64_t steps) {
   return optim.final_lr_ratio + (1.0 - optim.final_lr_ratio) * shape;
 }
 
+int64_t g_topk_count(const TrainConfig& train, int64_t step, int64_t records) {
+  const double epochs = static_cast<double>(step) * static_cast<double>(train.batch_size * train.d_steps) /
+                        static_cast<double>(std::max<int64_t>(records, 1));
+  const double kept = std::max(train.g_topk, std::pow(train.g_topk_gamma, epochs));
+  return std::clamp<int64_t>(std::llround(kept * static_cast<double>(train.batch_size)), 1, train.batch_size);
+}
+
 }  // namespace gantry

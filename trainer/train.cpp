@@ -661,6 +661,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     const auto step_start = Clock::now();
     if (watchdog) watchdog->set_step(step);
     gan->set_lr_factor(lr_factor(config.optim, step, config.train.steps));
+    gan->set_g_topk(g_topk_count(config.train, step, dataset->size()));
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
       const torch::Tensor real = maybe_poison(stream->next(), fault, 'd', step + 1, rank);
