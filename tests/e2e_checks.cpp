@@ -47,7 +47,8 @@ double rel_diff(double a, double b) { return std::abs(a - b) / std::max(std::abs
 const std::vector<std::pair<std::string, std::string>> kInvariancePairs = {
     {"invariance-np1", "invariance-np2"},
     {"invariance-np1", "invariance-np3"},
-    {"invariance-augment-np1", "invariance-augment-np2"},  // train.augment: translation,cutout; R1; D's dropout
+    // train.augment: translation,cutout; R1; D's dropout; train.reuse_fakes
+    {"invariance-augment-np1", "invariance-augment-np2"},
     // model.conditional: batches' and G's labels keyed per global sample (that D uses the labels at
     // all is the unit tests' to show: this pair would agree without them too); and train.g_topk,
     // G's update from the best half of the global batch's fakes, which the ranks pick together

@@ -567,6 +567,37 @@ TEST(GanStep, TopKGUpdateFollowsTheKFakesDScoresHighest) {
   }
 }
 
+// train.reuse_fakes: a G update after a D update that kept its fakes is the G update on that D
+// update's latents (and labels), whatever latents it is given: the same weights after two steps as
+// the plain loop handed the D update's latents twice, for the DCGAN (BatchNorm in both networks)
+// and the conditional MLP.
+TEST(GanStep, ReusedFakesGiveTheUpdateOnTheDUpdatesLatents) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  Config dcgan = gantry::testing::small_dcgan_config();
+  Config mlp = gantry::testing::small_mlp_config("hinge");
+  mlp.model.conditional = true;
+  for (const Config& c : {dcgan, mlp}) {
+    const bool conditional = c.model.conditional;
+    auto train = [&](bool reuse) {
+      GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+      for (int64_t s = 0; s < 2; ++s) {
+        const torch::Tensor real = latent_rows(7, random::kLatent, s, 0, 6, 784).tanh().view({6, 1, 28, 28});
+        const torch::Tensor z = latent_rows(1, random::kLatent, 2 * s, 0, 6, 8);
+        const torch::Tensor labels = conditional ? torch::arange(6, torch::kLong) % 10 : torch::Tensor();
+        if (reuse) step.keep_fakes_for_g();
+        EXPECT_TRUE(step.d_update(real, z, uniform_rows(1, random::kPenaltyMix, s, 0, 6), {}, false, {}, labels));
+        const torch::Tensor other = latent_rows(1, random::kLatent, 2 * s + 1, 0, 6, 8);
+        const torch::Tensor other_labels = conditional ? (torch::arange(6, torch::kLong) + 3) % 10 : torch::Tensor();
+        EXPECT_TRUE(reuse ? step.g_update(other, {}, {}, other_labels) : step.g_update(z, {}, {}, labels));
+      }
+      std::vector<torch::Tensor> out = snapshot(*step.models().g);
+      for (const auto& p : step.models().d->parameters()) out.push_back(p.detach().clone());
+      return out;
+    };
+    expect_all_close(train(true), train(false), 1e-5, 1e-7);
+  }
+}
+
 TEST(GanStep, TopKCountDecaysByGammaPerEpochDownToItsFloor) {
   TrainConfig t;
   t.batch_size = 64;

@@ -212,6 +212,7 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("train.r1_every", train.r1_every, at_least<int64_t>(1)),
       GANTRY_FIELD("train.g_topk", train.g_topk, fraction()),
       GANTRY_FIELD("train.g_topk_gamma", train.g_topk_gamma, in_range(0.0, 1.0)),
+      GANTRY_FIELD("train.reuse_fakes", train.reuse_fakes),
       GANTRY_FIELD("train.log_every", train.log_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.sample_every", train.sample_every, at_least<int64_t>(0)),
       GANTRY_FIELD("train.consistency_every", train.consistency_every, at_least<int64_t>(0)),

@@ -105,6 +105,9 @@ struct TrainConfig {
   // seen so far over the training records). g_topk: 1 = every fake (off).
   double g_topk = 1;
   double g_topk_gamma = 0.99;
+  // G's update backpropagates through the fakes of the D update before it (their latents and
+  // labels) instead of drawing new ones: one G forward pass fewer per step.
+  bool reuse_fakes = false;
   int64_t log_every = 50;
   int64_t sample_every = 500;
   int64_t consistency_every = 100;

@@ -255,7 +255,12 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
   torch::Tensor fake, real_logits, fake_logits;
   {
     AutocastGuard autocast(device_, bf16_);
-    {
+    if (keep_fakes_) {
+      kept_fakes_ = models_.generate(models_.g_input(z, labels));
+      kept_labels_ = labels;
+      keep_fakes_ = false;
+      fake = seen_by_d(kept_fakes_.detach(), augment, 1);
+    } else {
       torch::NoGradGuard no_grad;
       fake = seen_by_d(models_.generate(models_.g_input(z, labels)), augment, 1);
     }
@@ -322,18 +327,19 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
 UpdateOutcome GanStep::g_update(const torch::Tensor& z_in, const torch::Tensor& augment,
                                 const torch::Tensor& dropout_in, const torch::Tensor& labels_in) {
   const auto t0 = Clock::now();
-  const torch::Tensor z = z_in.to(device_, /*non_blocking=*/true);
   const torch::Tensor dropout = dropout_in.defined() ? dropout_in.to(device_, /*non_blocking=*/true) : dropout_in;
-  const torch::Tensor labels = device_of(labels_in);
+  const bool reusing = kept_fakes_.defined();
+  const torch::Tensor labels = reusing ? kept_labels_ : device_of(labels_in);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
   set_d_trainable(false);
   clear_grads(*g_opt_);
   torch::Tensor fake, logits;
   {
     AutocastGuard autocast(device_, bf16_);
-    fake = models_.generate(models_.g_input(z, labels));
+    fake = reusing ? kept_fakes_ : models_.generate(models_.g_input(z_in.to(device_, /*non_blocking=*/true), labels));
     logits = score(seen_by_d(fake, augment, 0), labels, draws_for(dropout, 0)).to(torch::kFloat32);
   }
+  kept_fakes_ = kept_labels_ = torch::Tensor();  // the graph goes with the backward below
   const torch::Tensor loss = g_loss(logits);
   g_reducer_->prepare();
   poison_if_nonfinite(loss).backward();

@@ -89,6 +89,11 @@ class GanStep {
                          const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor());
   UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor(),
                          const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor());
+  // train.reuse_fakes: the next D update keeps its fakes with G's graph (G's forward pass runs with
+  // gradients), and the G update after it backpropagates through those instead of drawing G(z)
+  // anew: its z and labels are then unused (the fakes' are the D update's). G has not changed in
+  // between, so this is the same update on the D update's latents, one G forward pass cheaper.
+  void keep_fakes_for_g() { keep_fakes_ = true; }
   // Sets both optimizers' learning rates to optim.{g,d}.lr x factor (optim.schedule's factor for
   // the coming step, trainer/lr_schedule.h); they start at factor 1.
   void set_lr_factor(double factor);
@@ -169,6 +174,8 @@ class GanStep {
   bool bf16_;             // train.precision: bf16 autocast around the forward passes
   double g_lr_, d_lr_;    // optim.g.lr and optim.d.lr, which set_lr_factor scales
   int64_t g_topk_ = 0;    // set_g_topk's k (0: every fake)
+  bool keep_fakes_ = false;            // keep_fakes_for_g: the next D update keeps its fakes
+  torch::Tensor kept_fakes_, kept_labels_;  // those fakes (with G's graph) and their labels, until the G update
   comm::Communicator& comm_;
   std::unique_ptr<torch::optim::Adam> g_opt_, d_opt_;
   std::unique_ptr<comm::GradientReducer> g_reducer_, d_reducer_;

@@ -665,6 +665,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     for (int64_t k = 0; k < d_steps; ++k) {
       const int64_t draw = step * (d_steps + 1) + k;
       const torch::Tensor real = maybe_poison(stream->next(), fault, 'd', step + 1, rank);
+      if (config.train.reuse_fakes && k == d_steps - 1) gan->keep_fakes_for_g();
       after_update(gan->d_update(real,
                                  latent_rows(seed, random::kLatent, draw, first, local_batch, config.model.z_dim, pinned),
                                  uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned),
