@@ -286,7 +286,7 @@ nlohmann::json per_class_report(const FeatureSets& f, const torch::Tensor& fake_
   const torch::Tensor fake_counts = torch::bincount(fake_labels, {}, classes);
   const torch::Tensor test_counts = torch::bincount(test_labels, {}, classes);
   out << "within each class (G's samples drawn for it vs its test records; floor: its training records):\n"
-      << "  class  samples  test  distance  floor  ratio  (means + covariances)\n";
+      << "  class  samples  test  distance  floor  ratio  (means + covariances)  variance G / test\n";
   nlohmann::json rows = nlohmann::json::array();
   for (int64_t k = 0; k < classes; ++k) {
     const FrechetTerms& a = g[static_cast<size_t>(k)];
@@ -295,10 +295,11 @@ nlohmann::json per_class_report(const FeatureSets& f, const torch::Tensor& fake_
     out << "  " << std::setw(5) << k << "  " << std::setw(7) << n_fake << "  " << std::setw(4) << n_test << "  "
         << std::setw(8) << fixed(a.distance(), 3) << "  " << std::setw(5) << fixed(b.distance(), 3) << "  "
         << std::setw(5) << fixed(a.distance() / b.distance(), 2) << "  (" << fixed(a.mean, 3) << " + "
-        << fixed(a.covariance, 3) << ")\n";
+        << fixed(a.covariance, 3) << ")  " << fixed(a.variance_a / a.variance_b, 3) << "\n";
     rows.push_back({{"class", k}, {"samples", n_fake}, {"test_records", n_test}, {"distance", number(a.distance())},
                     {"floor", number(b.distance())}, {"mean_term", number(a.mean)},
-                    {"covariance_term", number(a.covariance)}});
+                    {"covariance_term", number(a.covariance)}, {"variance", number(a.variance_a)},
+                    {"test_variance", number(a.variance_b)}});
   }
   return rows;
 }
