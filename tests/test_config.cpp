@@ -189,6 +189,8 @@ TEST(Config, CrossKeyChecks) {
   EXPECT_NE(error_of(cm).find(cm + ":5: model.dcgan.g_class_norm: "), std::string::npos) << error_of(cm);
   const auto co = write_yaml("class-norm-ok.yaml", "model:\n  conditional: true\n  dcgan:\n    g_class_norm: true\n");
   EXPECT_TRUE(load_config(co, {}).model.dcgan.g_class_norm);
+  const auto db = write_yaml("d-blocks.yaml", "model:\n  dcgan:\n    d_blocks: 9\n");
+  EXPECT_NE(error_of(db).find(db + ":3: model.dcgan.d_blocks: must be 0..8, got 9"), std::string::npos) << error_of(db);
   const auto s = write_yaml("dnorm-ok.yaml", "train:\n  loss: wgan-gp\nmodel:\n  dcgan:\n    d_norm: spectral\n");
   EXPECT_EQ(load_config(s, {}).model.dcgan.d_norm, "spectral");
 }

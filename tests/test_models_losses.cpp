@@ -320,6 +320,49 @@ TEST(Models, DcganGBlocksAddAConvolutionAtEachHiddenResolution) {
   }
 }
 
+// model.dcgan.d_blocks: each resolution a downsampling convolution leaves gains 3x3 stride-1
+// convolutions at its width: with BatchNorm, a weight without bias and BatchNorm's two vectors;
+// spectrally normalised, a weight and a bias (and the power iteration's u, v buffers). D still
+// scores each image once, and a conditional D projects the label onto the same features.
+TEST(Models, DcganDBlocksAddAConvolutionAfterEachDownsampling) {
+  Config c;
+  c.model.arch = "dcgan";
+  c.model.z_dim = 16;
+  c.model.dcgan.d_width = 8;
+  c.model.conditional = true;
+  c.data.name = "fashion-mnist";
+  auto count = [](const std::vector<torch::Tensor>& tensors) {
+    int64_t n = 0;
+    for (const auto& t : tensors) n += t.numel();
+    return n;
+  };
+  const datasets::RecordShape mnist{1, 28, 28}, cifar{3, 32, 32};
+  for (const std::string norm : {"batch", "spectral"}) {
+    c.model.dcgan.d_norm = norm;
+    auto added = [&](std::vector<int64_t> channels) {
+      int64_t n = 0;
+      for (int64_t ch : channels) n += ch * ch * 9 + (norm == "batch" ? 2 * ch : ch);
+      return n;
+    };
+    c.model.dcgan.d_blocks = 0;
+    const GanModels mnist0 = make_models(c, mnist), cifar0 = make_models(c, cifar);
+    for (int64_t blocks : {1, 2}) {
+      c.model.dcgan.d_blocks = blocks;
+      const GanModels m = make_models(c, mnist), k = make_models(c, cifar);
+      EXPECT_EQ(count(m.d->parameters()) - count(mnist0.d->parameters()), blocks * added({8, 16})) << norm;
+      EXPECT_EQ(count(k.d->parameters()) - count(cifar0.d->parameters()), blocks * added({8, 16, 32})) << norm;
+      if (norm == "spectral") {  // u [out] and v [in * 3 * 3] for each added convolution
+        EXPECT_EQ(count(m.d->buffers()) - count(mnist0.d->buffers()), blocks * (8 * 10 + 16 * 10)) << norm;
+      }
+      for (const auto& [shape, models] : {std::pair{mnist, m}, std::pair{cifar, k}}) {
+        const torch::Tensor x = torch::randn({5, shape.channels, shape.height, shape.width});
+        const torch::Tensor labels = torch::tensor({0, 1, 2, 3, 9}, torch::kInt64);
+        EXPECT_EQ(models.discriminate(x, labels).sizes(), (std::vector<int64_t>{5})) << norm;
+      }
+    }
+  }
+}
+
 // MinibatchStd against its definition, computed by hand for each group: the population standard
 // deviation over the group's samples of each feature, averaged over the features, as one more
 // channel. Samples j, j + n/g, ... form group j; batches that are not a multiple of the group

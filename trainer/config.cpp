@@ -197,6 +197,8 @@ const std::vector<Field>& schema() {
                    [](const int64_t& v) { return v < 0 || v > 8 ? "must be 0..8, got " + std::to_string(v) : ""; }),
       GANTRY_FIELD("model.dcgan.g_class_norm", model.dcgan.g_class_norm),
       GANTRY_FIELD("model.dcgan.d_width", model.dcgan.d_width, at_least<int64_t>(1)),
+      GANTRY_FIELD("model.dcgan.d_blocks", model.dcgan.d_blocks,
+                   [](const int64_t& v) { return v < 0 || v > 8 ? "must be 0..8, got " + std::to_string(v) : ""; }),
       GANTRY_FIELD("model.dcgan.d_mbstd_group", model.dcgan.d_mbstd_group,
                    [](const int64_t& v) { return v < 0 || v > 64 ? "must be 0..64, got " + std::to_string(v) : ""; }),
       GANTRY_FIELD("model.dcgan.d_norm", model.dcgan.d_norm, one_of({"auto", "batch", "spectral", "none"})),

@@ -61,6 +61,7 @@ struct DcganConfig {
   // BatchNorm, as SNGAN-projection's G) besides reading the one-hot label with z.
   bool g_class_norm = false;
   int64_t d_width = 64;  // channels of D's first layer (ndf)
+  int64_t d_blocks = 0;  // 3x3 stride-1 convolutions added after each of D's downsampling ones
   // Group size of a minibatch standard deviation channel before D's last convolution (Karras et
   // al. 2018; StyleGAN2 uses 4). 0: none.
   int64_t d_mbstd_group = 0;

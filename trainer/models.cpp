@@ -313,7 +313,7 @@ torch::Tensor MinibatchStdImpl::forward(const torch::Tensor& x) {
 }
 
 DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape in, DNorm norm, int64_t mbstd_group,
-                                               int64_t classes) {
+                                               int64_t classes, int64_t blocks) {
   nn::Sequential seq;
   auto act = [] { return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2).inplace(true)); };
   // One of D's convolutions: spectrally normalised, or plain with a bias unless BatchNorm follows.
@@ -325,12 +325,21 @@ DcganDiscriminatorImpl::DcganDiscriminatorImpl(int64_t w, datasets::RecordShape 
     }
     if (batch_norm) seq->push_back(nn::BatchNorm2d(cout));
   };
+  // `blocks` 3x3 stride-1 convolutions at the resolution a downsampling convolution left.
+  auto same_size = [&](int64_t channels) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      conv(channels, channels, 3, 1, 1, norm == DNorm::kBatch);
+      seq->push_back(act());
+    }
+  };
   auto block = [&](int64_t cin, int64_t cout) {
     conv(cin, cout, 4, 2, 1, norm == DNorm::kBatch);
     seq->push_back(act());
+    same_size(cout);
   };
   conv(in.channels, w, 4, 2, 1, false);  // no BatchNorm on the first layer (Radford et al.)
   seq->push_back(act());
+  same_size(w);
   // Before the last convolution: the minibatch standard deviation channel, if any. It reads all
   // of its kernel x kernel input: the features a conditional D projects the label onto.
   int64_t last_features = 0;
@@ -405,7 +414,7 @@ GanModels make_models(const Config& config, datasets::RecordShape shape) {
                        : mc.dcgan.d_norm == "batch"  ? DNorm::kBatch
                        : config.train.loss == "wgan-gp" ? DNorm::kNone
                                                         : DNorm::kBatch;  // auto
-    DcganDiscriminator d(mc.dcgan.d_width, shape, norm, mc.dcgan.d_mbstd_group, m.classes);
+    DcganDiscriminator d(mc.dcgan.d_width, shape, norm, mc.dcgan.d_mbstd_group, m.classes, mc.dcgan.d_blocks);
     m.d = d.ptr();
     m.discriminate = [d](const torch::Tensor& x, const torch::Tensor& labels) mutable { return d->forward(x, labels); };
     m.discriminate_drawn = [d](const torch::Tensor& x, const torch::Tensor& labels, const torch::Tensor&) mutable {

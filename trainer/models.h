@@ -130,8 +130,11 @@ struct DcganDiscriminatorImpl : torch::nn::Module {
   // kBatch is refused with WGAN-GP, whose penalty is per sample (Gulrajani et al., section 4).
   // mbstd_group > 0 puts a MinibatchStd layer of that group size before D's last convolution.
   // classes > 0: conditioned on a label, projected onto the input of D's last convolution.
+  // blocks: 3x3 stride-1 convolutions (normalised as the others, each with LeakyReLU) after each
+  // downsampling convolution, at the resolution it left (model.dcgan.d_blocks; SNGAN's D
+  // alternates the two kinds).
   DcganDiscriminatorImpl(int64_t width, datasets::RecordShape in, DNorm norm, int64_t mbstd_group = 0,
-                         int64_t classes = 0);
+                         int64_t classes = 0, int64_t blocks = 0);
   // labels: [N] class indices, for a conditional D (undefined otherwise).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& labels = torch::Tensor());
   torch::nn::Sequential net{nullptr};
