@@ -217,6 +217,11 @@ void JobMetrics::record(const JobSample& s) {
                "Mean R1 penalty E||grad_x D(x)||^2 on the real images over the regularized D updates of the "
                "latest log interval that had one (train.r1_gamma)")
         .Set(*s.r1_penalty);
+  if (s.cr_penalty)
+    gauge_once(cr_penalty_, "gantry_consistency_penalty",
+               "Mean consistency penalty (D's logits on translated images against the same images, reals' and "
+               "fakes' squared differences summed) over the latest log interval's D updates (train.cr_weight)")
+        .Set(*s.cr_penalty);
 }
 
 void JobMetrics::observe_discriminator_output(Input input, const std::vector<double>& bucket_counts, double sum) {

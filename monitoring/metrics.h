@@ -73,6 +73,7 @@ struct JobSample {
   std::array<double, kNumInputs> discriminator_score{};  // mean D output on real and fake inputs
   double images_per_second = 0;
   std::optional<double> r1_penalty;  // mean R1 penalty of the interval, when train.r1_gamma is on
+  std::optional<double> cr_penalty;  // mean consistency penalty of the interval, when train.cr_weight is on
 };
 
 struct BuildInfo {
@@ -118,6 +119,7 @@ class JobMetrics {
   prometheus::Gauge* frechet_distance_ = nullptr;
   prometheus::Gauge* frechet_step_ = nullptr;
   prometheus::Gauge* r1_penalty_ = nullptr;  // from the first sample that has one
+  prometheus::Gauge* cr_penalty_ = nullptr;  // likewise
 };
 
 }  // namespace gantry::monitoring

@@ -97,8 +97,8 @@ TEST(WorldSizeInvariance, FinalParametersAgree) {
 }
 
 // The augmented pair is not the plain one under another name: D saw other inputs (and dropped
-// half its hidden units) from step 1 on, and R1 ran on every other D update (steps 1, 3, ...:
-// updates 0, 2, ...), on no other.
+// half its hidden units) from step 1 on, R1 ran on every other D update (steps 1, 3, ...:
+// updates 0, 2, ...), on no other, and the consistency penalty on every one.
 TEST(WorldSizeInvariance, AugmentedRunsTrainOnAugmentedImagesWithR1AndDropout) {
   const auto plain = read_log(run("invariance-np1")), augmented = read_log(run("invariance-augment-np1"));
   ASSERT_FALSE(plain.empty());
@@ -109,8 +109,13 @@ TEST(WorldSizeInvariance, AugmentedRunsTrainOnAugmentedImagesWithR1AndDropout) {
     const bool regularized = line["step"].get<int64_t>() % 2 == 1;
     ASSERT_EQ(line.contains("r1_penalty"), regularized) << line.dump();
     if (regularized) EXPECT_GT(line["r1_penalty"].get<double>(), 0) << line.dump();
+    ASSERT_TRUE(line.contains("cr_penalty")) << line.dump();
+    EXPECT_GT(line["cr_penalty"].get<double>(), 0) << line.dump();
   }
-  for (const json& line : plain) EXPECT_FALSE(line.contains("r1_penalty")) << line.dump();
+  for (const json& line : plain) {
+    EXPECT_FALSE(line.contains("r1_penalty")) << line.dump();
+    EXPECT_FALSE(line.contains("cr_penalty")) << line.dump();
+  }
 }
 
 // gaussian1d on np = 2: G matches the data and D sits at the optimum D* = 1/2.

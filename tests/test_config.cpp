@@ -189,6 +189,11 @@ TEST(Config, CrossKeyChecks) {
   EXPECT_NE(error_of(cm).find(cm + ":5: model.dcgan.g_class_norm: "), std::string::npos) << error_of(cm);
   const auto co = write_yaml("class-norm-ok.yaml", "model:\n  conditional: true\n  dcgan:\n    g_class_norm: true\n");
   EXPECT_TRUE(load_config(co, {}).model.dcgan.g_class_norm);
+  const auto cr = write_yaml("cr-shift.yaml", "train:\n  cr_weight: 10\n  cr_shift: 0\n");
+  EXPECT_NE(error_of(cr).find(cr + ":3: train.cr_shift: must be 1..8, got 0"), std::string::npos) << error_of(cr);
+  const auto cg = write_yaml("cr-gaussian.yaml", "data:\n  name: gaussian1d\nmodel:\n  arch: mlp\ntrain:\n  cr_weight: 1\n");
+  EXPECT_NE(error_of(cg).find(cg + ":6: train.cr_weight: consistency under translation is for images"),
+            std::string::npos) << error_of(cg);
   const auto db = write_yaml("d-blocks.yaml", "model:\n  dcgan:\n    d_blocks: 9\n");
   EXPECT_NE(error_of(db).find(db + ":3: model.dcgan.d_blocks: must be 0..8, got 9"), std::string::npos) << error_of(db);
   const auto s = write_yaml("dnorm-ok.yaml", "train:\n  loss: wgan-gp\nmodel:\n  dcgan:\n    d_norm: spectral\n");

@@ -46,6 +46,46 @@ void expect_all_close(const std::vector<torch::Tensor>& actual, const std::vecto
         << i << ": max diff " << (actual[i] - expected[i]).abs().max().item<double>();
 }
 
+// A regularized D update against the same update without the penalty (each: D's gradients and
+// the step's statistics): its gradient is the plain one plus `scale` times the penalty's, taken
+// by hand at the same weights (a weight the penalty does not reach gets none), the penalty is
+// counted in slots `sum` and `count`, and D's reported loss leaves it out.
+using DUpdateResult = std::pair<std::vector<torch::Tensor>, torch::Tensor>;
+void expect_penalty_added(const DUpdateResult& plain, const DUpdateResult& regularized, const torch::Tensor& penalty,
+                          double scale, const std::vector<torch::Tensor>& params, StatSlot sum, StatSlot count) {
+  const auto penalty_grads = torch::autograd::grad({penalty}, params, {}, /*retain_graph=*/c10::nullopt,
+                                                   /*create_graph=*/false, /*allow_unused=*/true);
+  std::vector<torch::Tensor> expected;
+  for (size_t i = 0; i < params.size(); ++i)
+    expected.push_back(penalty_grads[i].defined() ? plain.first[i] + scale * penalty_grads[i] : plain.first[i]);
+  expect_all_close(regularized.first, expected, 1e-4, 1e-6);
+  EXPECT_GT((regularized.first[0] - plain.first[0]).abs().max().item<double>(), 1e-6);  // the penalty moved something
+  EXPECT_EQ(plain.second[count].item<double>(), 0);
+  EXPECT_EQ(regularized.second[count].item<double>(), 1);
+  EXPECT_NEAR(regularized.second[sum].item<double>(), penalty.item<double>(), 1e-5 * penalty.item<double>());
+  EXPECT_EQ(regularized.second[kDLossSum].item<double>(), plain.second[kDLossSum].item<double>());
+}
+
+// One D update's inputs for 6 images of 28x28, with train.augment's draws when it is on.
+struct DUpdateInputs {
+  torch::Tensor real, z, mix, draws;
+  AugmentPolicy policy;
+};
+DUpdateInputs d_update_inputs(const Config& c) {
+  DUpdateInputs in;
+  in.real = torch::rand({6, 1, 28, 28}) * 2 - 1;
+  in.z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
+  in.mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
+  in.policy = parse_augment(c.train.augment);
+  if (in.policy.any()) in.draws = uniform_table(1, random::kAugment, 0, 0, 6, 2 * kAugmentDraws);
+  return in;
+}
+
+// Test names for suites over (architecture, train.augment).
+std::string arch_and_augment(const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& info) {
+  return std::get<0>(info.param) + (std::get<1>(info.param) == "none" ? "_Plain" : "_Augmented");
+}
+
 bool changed(const torch::nn::Module& m, const std::vector<torch::Tensor>& before) {
   const auto now = m.parameters();
   for (size_t i = 0; i < now.size(); ++i)
@@ -637,19 +677,15 @@ TEST_P(GanStepR1, AddsItsScaledGradientToDsUpdate) {
   c.train.r1_gamma = 0.3;
   c.train.r1_every = 3;
   const double scale = 0.3 / 2 * 3;  // 0.45: no other simple combination of the two gives it
-  const torch::Tensor real = torch::rand({6, 1, 28, 28}) * 2 - 1;
-  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, 6, 8);
-  const torch::Tensor mix = uniform_rows(1, random::kPenaltyMix, 0, 0, 6);
-  const AugmentPolicy policy = parse_augment(c.train.augment);
-  const torch::Tensor draws =
-      policy.any() ? uniform_table(1, random::kAugment, 0, 0, 6, 2 * kAugmentDraws) : torch::Tensor();
+  const DUpdateInputs in = d_update_inputs(c);  // named, not bound: C++17 lambdas cannot capture bindings
+  const torch::Tensor &real = in.real, &z = in.z, &mix = in.mix, &draws = in.draws;
+  const AugmentPolicy policy = in.policy;
   auto d_gradient_and_stats = [&](bool r1) {
     GanStep step(make_models(c, {1, 28, 28}), c, *comm);
     EXPECT_TRUE(step.d_update(real, z, mix, draws, r1));
     return std::pair{gradients(*step.models().d), step.take_stats()};
   };
-  const auto [plain, plain_stats] = d_gradient_and_stats(false);
-  const auto [regularized, stats] = d_gradient_and_stats(true);
+  const DUpdateResult plain = d_gradient_and_stats(false), regularized = d_gradient_and_stats(true);
 
   GanModels fresh = make_models(c, {1, 28, 28});  // the same seed: D's weights before the update
   const torch::Tensor penalty = r1_penalty(
@@ -657,28 +693,67 @@ TEST_P(GanStepR1, AddsItsScaledGradientToDsUpdate) {
         return fresh.discriminate(policy.any() ? diff_augment(x, draws.slice(1, 0, kAugmentDraws), policy) : x, {});
       },
       real);
-  const auto params = fresh.d->parameters();
   // Some weights (a bias just before the logit) do not reach grad_x D: R1 leaves them alone.
-  const auto penalty_grads = torch::autograd::grad({penalty}, params, {}, /*retain_graph=*/c10::nullopt,
-                                                   /*create_graph=*/false, /*allow_unused=*/true);
-  std::vector<torch::Tensor> expected;
-  for (size_t i = 0; i < params.size(); ++i)
-    expected.push_back(penalty_grads[i].defined() ? plain[i] + scale * penalty_grads[i] : plain[i]);
-  expect_all_close(regularized, expected, 1e-4, 1e-6);
-  EXPECT_GT((regularized[0] - plain[0]).abs().max().item<double>(), 1e-6);  // R1 moved something
-  EXPECT_EQ(plain_stats[kR1Count].item<double>(), 0);
-  EXPECT_EQ(stats[kR1Count].item<double>(), 1);
-  EXPECT_NEAR(stats[kR1Sum].item<double>(), penalty.item<double>(), 1e-5 * penalty.item<double>());
-  // D's loss as reported leaves the penalty out.
-  EXPECT_EQ(stats[kDLossSum].item<double>(), plain_stats[kDLossSum].item<double>());
+  expect_penalty_added(plain, regularized, penalty, scale, fresh.d->parameters(), kR1Sum, kR1Count);
 }
 
 INSTANTIATE_TEST_SUITE_P(Augment, GanStepR1,
                          ::testing::Combine(::testing::Values("dcgan", "mlp"),
                                             ::testing::Values("none", "translation,cutout")),
-                         [](const auto& info) {
-                           return std::get<0>(info.param) + (std::get<1>(info.param) == "none" ? "_Plain" : "_Augmented");
-                         });
+                         arch_and_augment);
+
+// train.cr_weight (bCR): a D update handed consistency draws applies the gradient of its loss plus
+// cr_weight times the mean squared difference between D's logits on the images it saw translated
+// by those draws (up to train.cr_shift pixels) and on the images themselves, reals' and fakes'
+// terms summed, computed by hand from a fresh copy of the same models; the penalty is logged on
+// its own and D's reported loss leaves it out. Parameters: architecture (dcgan, whose BatchNorm D
+// scores reals and fakes in separate passes | mlp, one pass for both) and train.augment (the
+// translation applies on top of what D sees).
+class GanStepConsistency : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+TEST_P(GanStepConsistency, AddsTheWeightedPenaltysGradientToDsUpdate) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  const auto& [arch, augment] = GetParam();
+  Config c = arch == "mlp" ? gantry::testing::small_mlp_config("hinge") : gantry::testing::small_dcgan_config("hinge");
+  c.train.augment = augment;
+  c.train.cr_weight = 0.7;
+  c.train.cr_shift = 3;
+  const DUpdateInputs in = d_update_inputs(c);  // named, not bound: C++17 lambdas cannot capture bindings
+  const torch::Tensor &real = in.real, &z = in.z, &mix = in.mix, &draws = in.draws;
+  const AugmentPolicy policy = in.policy;
+  const torch::Tensor shifts = uniform_table(1, random::kConsistency, 0, 0, 6, 2 * kAugmentDraws);
+  auto d_gradient_and_stats = [&](const torch::Tensor& consistency) {
+    GanStep step(make_models(c, {1, 28, 28}), c, *comm);
+    EXPECT_TRUE(step.d_update(real, z, mix, draws, /*r1=*/false, {}, {}, consistency));
+    return std::pair{gradients(*step.models().d), step.take_stats()};
+  };
+  const DUpdateResult plain = d_gradient_and_stats(torch::Tensor()), regularized = d_gradient_and_stats(shifts);
+
+  GanModels fresh = make_models(c, {1, 28, 28});  // the same seed: G's and D's weights before the update
+  torch::Tensor fake;
+  {
+    torch::NoGradGuard no_grad;
+    fake = fresh.generate(z);
+  }
+  auto seen = [&](const torch::Tensor& x, int64_t k) {
+    return policy.any() ? diff_augment(x, draws.slice(1, k * kAugmentDraws, (k + 1) * kAugmentDraws), policy) : x;
+  };
+  const AugmentPolicy shift{/*translation=*/true, /*cutout=*/false, /*translation_radius=*/3};
+  auto shifted = [&](const torch::Tensor& x, int64_t k) {
+    return diff_augment(x, shifts.slice(1, k * kAugmentDraws, (k + 1) * kAugmentDraws), shift);
+  };
+  const torch::Tensor real_seen = seen(real, 0), fake_seen = seen(fake, 1);
+  const torch::Tensor penalty =
+      (fresh.discriminate(shifted(real_seen, 0), {}) - fresh.discriminate(real_seen, {})).square().mean() +
+      (fresh.discriminate(shifted(fake_seen, 1), {}) - fresh.discriminate(fake_seen, {})).square().mean();
+  EXPECT_GT(penalty.item<double>(), 1e-6);
+  expect_penalty_added(plain, regularized, penalty, 0.7, fresh.d->parameters(), kCRSum, kCRCount);
+}
+
+INSTANTIATE_TEST_SUITE_P(Augment, GanStepConsistency,
+                         ::testing::Combine(::testing::Values("dcgan", "mlp"),
+                                            ::testing::Values("none", "translation,cutout")),
+                         arch_and_augment);
 
 // G's moving average (train.g_ema_kimg): StyleGAN2-ADA's schedule, exactly.
 TEST(GeneratorAverage, BetaFollowsTheHalfLifeAndItsRampUp) {

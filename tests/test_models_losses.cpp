@@ -742,7 +742,7 @@ TEST(Models, DiscriminatorNormalisationFollowsTheConfig) {
 
 // train.augment (DiffAugment): translation by the drawn shift with zero fill, and a cutout square
 // at the drawn place, pixel for pixel against loops; both differentiable (each output pixel's
-// gradient lands on the one input pixel it came from).
+// gradient lands on the one input pixel it came from); and translation by a set radius.
 TEST(Augment, TranslationAndCutoutMoveAndMaskExactlyTheDrawnPixels) {
   const int64_t h = 28, w = 28;  // r = 4 (shifts -4..4), cutout 14 x 14
   const torch::Tensor x = torch::arange(2 * 3 * h * w, torch::kFloat32).view({2, 3, h, w}).add_(1).requires_grad_();
@@ -782,4 +782,15 @@ TEST(Augment, TranslationAndCutoutMoveAndMaskExactlyTheDrawnPixels) {
       }
   EXPECT_TRUE(torch::equal(diff_augment(x, u, {}), x));  // "none"
   EXPECT_THROW(parse_augment("flip"), std::invalid_argument);
+  // A set radius (train.cr_shift's) replaces round(H / 8): r = 2, shifts -2..2, so image 0 moves
+  // by -2 and image 1 by +1 in y (floor(0.7 * 5) - 2) and -1 in x (floor(0.35 * 5) - 2).
+  const torch::Tensor near = diff_augment(xd, u, {true, false, 2});
+  const int64_t ry[2] = {-2, 1}, rx[2] = {-2, -1};
+  auto na = near.accessor<float, 4>();
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t si = i + ry[n], sj = j + rx[n];
+        ASSERT_EQ(na[n][1][i][j], si >= 0 && si < h && sj >= 0 && sj < w ? xa[n][1][si][sj] : 0.0F) << n << " " << i << " " << j;
+      }
 }

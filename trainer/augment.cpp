@@ -29,7 +29,8 @@ torch::Tensor diff_augment(const torch::Tensor& x, const torch::Tensor& u_in, Au
   const auto long_options = torch::TensorOptions().dtype(torch::kLong).device(x.device());
   torch::Tensor out = x;
   if (policy.translation) {
-    const int64_t ry = (h + 4) / 8, rx = (w + 4) / 8;  // round(H / 8), round(W / 8)
+    const int64_t radius = policy.translation_radius;
+    const int64_t ry = radius > 0 ? radius : (h + 4) / 8, rx = radius > 0 ? radius : (w + 4) / 8;  // round(H / 8), round(W / 8)
     const torch::Tensor ty = uniform_int(u.select(1, 0), 2 * ry + 1) - ry, tx = uniform_int(u.select(1, 1), 2 * rx + 1) - rx;
     const torch::Tensor padded = torch::constant_pad_nd(out, {rx, rx, ry, ry}, 0);
     const torch::Tensor rows = (torch::arange(h, long_options) + ry).view({1, 1, h, 1}) + ty.view({n, 1, 1, 1});

@@ -212,6 +212,9 @@ const std::vector<Field>& schema() {
       GANTRY_FIELD("train.augment", train.augment, one_of({"none", "translation", "cutout", "translation,cutout"})),
       GANTRY_FIELD("train.r1_gamma", train.r1_gamma, at_least(0.0)),
       GANTRY_FIELD("train.r1_every", train.r1_every, at_least<int64_t>(1)),
+      GANTRY_FIELD("train.cr_weight", train.cr_weight, at_least(0.0)),
+      GANTRY_FIELD("train.cr_shift", train.cr_shift,
+                   [](const int64_t& v) { return v < 1 || v > 8 ? "must be 1..8, got " + std::to_string(v) : ""; }),
       GANTRY_FIELD("train.g_topk", train.g_topk, fraction()),
       GANTRY_FIELD("train.g_topk_gamma", train.g_topk_gamma, in_range(0.0, 1.0)),
       GANTRY_FIELD("train.reuse_fakes", train.reuse_fakes),
@@ -396,6 +399,9 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
   if (config.data.name == "gaussian1d" && config.train.augment != "none")
     throw ConfigError("config error: " + config.where("train.augment") + ": train.augment: augmentation is for " +
                       "images; gaussian1d data needs 'none', got '" + config.train.augment + "'");
+  if (config.data.name == "gaussian1d" && config.train.cr_weight > 0)
+    throw ConfigError("config error: " + config.where("train.cr_weight") + ": train.cr_weight: consistency under " +
+                      "translation is for images; gaussian1d data needs 0");
   if (config.train.loss == "wgan-gp" && config.train.r1_gamma > 0)
     throw ConfigError("config error: " + config.where("train.r1_gamma") + ": train.r1_gamma: wgan-gp has its own " +
                       "gradient penalty (train.gp_weight); R1 is for minimax, non-saturating and hinge");

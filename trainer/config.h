@@ -101,6 +101,12 @@ struct TrainConfig {
   // 0: off.
   double r1_gamma = 0;
   int64_t r1_every = 16;
+  // Balanced consistency regularization (bCR, Zhao et al. 2021, "Improved Consistency
+  // Regularization for GANs"): cr_weight * (E[(D(T(x)) - D(x))^2] + E[(D(T(G(z))) - D(G(z)))^2])
+  // added to D's loss, D's logits on the images it sees and on them translated by up to cr_shift
+  // pixels (T, zero fill). 0: off.
+  double cr_weight = 0;
+  int64_t cr_shift = 2;
   // Top-k G updates (Sinha et al. 2020): G's loss reads only the k of the global batch's fakes D
   // scores as most real, k = max(g_topk, g_topk_gamma^epochs) x batch_size (epochs: the images
   // seen so far over the training records). g_topk: 1 = every fake (off).

@@ -241,7 +241,7 @@ torch::Tensor GanStep::score(const torch::Tensor& x, const torch::Tensor& labels
 
 UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in,
                                 const torch::Tensor& augment, bool r1, const torch::Tensor& dropout_in,
-                                const torch::Tensor& labels_in) {
+                                const torch::Tensor& labels_in, const torch::Tensor& consistency_in) {
   const auto t0 = Clock::now();
   // From pinned host memory these copies are asynchronous (a no-op on the CPU).
   const torch::Tensor unaugmented = real_in.to(device_, /*non_blocking=*/true);
@@ -252,7 +252,22 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
   const torch::Tensor labels = device_of(labels_in);
   const torch::Tensor real_draws = draws_for(dropout, 0), fake_draws = draws_for(dropout, 1);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
-  torch::Tensor fake, real_logits, fake_logits;
+  // D's logits (fp32, whatever the forward passes ran in) on real images r and fakes f, both of
+  // the batch's labels.
+  auto logits_of = [&](const torch::Tensor& r, const torch::Tensor& f) {
+    if (!models_.d_per_sample) {
+      return std::pair{score(r, labels, real_draws).to(torch::kFloat32), score(f, labels, fake_draws).to(torch::kFloat32)};
+    }
+    // One forward over both halves (bench/RESULTS.md: the MLP's D update gains from the larger
+    // matrix products). f may be bf16 under autocast: widening it is exact.
+    const torch::Tensor logits =
+        score(torch::cat({r, f.to(r.scalar_type())}),
+              labels.defined() ? torch::cat({labels, labels}) : labels,  // fakes drawn for the real labels
+              real_draws.defined() ? torch::cat({real_draws, fake_draws}) : real_draws)
+            .to(torch::kFloat32);
+    return std::pair{logits.slice(0, 0, r.size(0)), logits.slice(0, r.size(0))};
+  };
+  torch::Tensor fake, real_logits, fake_logits, consistency_penalty;
   {
     AutocastGuard autocast(device_, bf16_);
     if (keep_fakes_) {
@@ -267,19 +282,16 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     real = seen_by_d(real, augment, 0);
     clear_grads(*d_opt_);
     // Losses in fp32 whatever the forward passes ran in.
-    if (models_.d_per_sample) {
-      // One forward over both halves (bench/RESULTS.md: the MLP's D update gains from the larger
-      // matrix products). fake may be bf16 under autocast: widening it is exact.
-      const torch::Tensor logits =
-          score(torch::cat({real, fake.to(real.scalar_type())}),
-                labels.defined() ? torch::cat({labels, labels}) : labels,  // fakes drawn for the real labels
-                real_draws.defined() ? torch::cat({real_draws, fake_draws}) : real_draws)
-              .to(torch::kFloat32);
-      real_logits = logits.slice(0, 0, real.size(0));
-      fake_logits = logits.slice(0, real.size(0));
-    } else {
-      real_logits = score(real, labels, real_draws).to(torch::kFloat32);
-      fake_logits = score(fake, labels, fake_draws).to(torch::kFloat32);
+    std::tie(real_logits, fake_logits) = logits_of(real, fake);
+    if (train_.cr_weight > 0 && consistency_in.defined()) {
+      // bCR: D's logits on the same images translated should match its logits on them. Both sides
+      // carry gradient, as in Zhao et al.'s penalty.
+      const torch::Tensor u = consistency_in.to(device_, /*non_blocking=*/true);
+      const AugmentPolicy shift{/*translation=*/true, /*cutout=*/false, train_.cr_shift};
+      const auto [real_shifted, fake_shifted] =
+          logits_of(diff_augment(real, u.slice(1, 0, kAugmentDraws), shift),
+                    diff_augment(fake, u.slice(1, kAugmentDraws, 2 * kAugmentDraws), shift));
+      consistency_penalty = (real_shifted - real_logits).square().mean() + (fake_shifted - fake_logits).square().mean();
     }
   }
   torch::Tensor loss = discriminator_loss(loss_, real_logits, fake_logits);
@@ -301,6 +313,11 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     loss = loss + (0.5 * train_.r1_gamma * static_cast<double>(train_.r1_every)) * penalty;
     stats_[kR1Sum] += penalty.detach().to(torch::kFloat64);
     stats_[kR1Count] += 1;
+  }
+  if (consistency_penalty.defined()) {  // logged on its own as cr_penalty, like R1's
+    loss = loss + train_.cr_weight * consistency_penalty;
+    stats_[kCRSum] += consistency_penalty.detach().to(torch::kFloat64);
+    stats_[kCRCount] += 1;
   }
   d_reducer_->prepare();
   poison_if_nonfinite(loss).backward();

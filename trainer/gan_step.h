@@ -24,6 +24,7 @@ enum StatSlot : int64_t {
   kDLossSum, kGLossSum, kDRealSum, kDFakeSum, kDUpdates, kGUpdates, kFakeSum, kFakeSqSum, kFakeCount,
   kDNonFinite, kGNonFinite,  // updates whose loss was NaN or infinite
   kR1Sum, kR1Count,          // train.r1_gamma's penalty, on the D updates that add it
+  kCRSum, kCRCount,          // train.cr_weight's consistency penalty, on the D updates that add it
   kNumStats
 };
 
@@ -80,13 +81,17 @@ class GanStep {
   // With D's dropout (models' d_draws > 0), `dropout` holds its uniforms, laid out like
   // `augment`'s: [n, 2 * d_draws] for a D update (real's, then fake's), [n, d_draws] for a G update.
   // Undefined: LibTorch's own dropout draws them.
+  // With train.cr_weight, `consistency` holds the uniforms of bCR's translations (trainer/augment.h,
+  // by up to train.cr_shift pixels): [n, 2 * kAugmentDraws], real's then fake's, applied on top of
+  // what D sees. Undefined: no consistency penalty.
   // labels: for a conditional GAN (models' classes > 0), [n] class indices (int64, on the host).
   // A D update's are the real images', and its fakes are drawn for the same labels (so that
   // WGAN-GP's interpolates join images of one class); a G update's are the caller's draw.
   // Undefined for an unconditional GAN.
   UpdateOutcome d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix,
                          const torch::Tensor& augment = torch::Tensor(), bool r1 = false,
-                         const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor());
+                         const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor(),
+                         const torch::Tensor& consistency = torch::Tensor());
   UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor(),
                          const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor());
   // train.reuse_fakes: the next D update keeps its fakes with G's graph (G's forward pass runs with

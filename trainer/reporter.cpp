@@ -42,6 +42,7 @@ void Reporter::log(const LogRecord& r) {
   if (r.fake_mean) j["fake_mean"] = *r.fake_mean;
   if (r.fake_std) j["fake_std"] = *r.fake_std;
   if (r.r1_penalty) j["r1_penalty"] = *r.r1_penalty;
+  if (r.cr_penalty) j["cr_penalty"] = *r.cr_penalty;
   jsonl_ << j.dump() << '\n';
   jsonl_.flush();
 
@@ -57,6 +58,10 @@ void Reporter::log(const LogRecord& r) {
   }
   if (r.r1_penalty) {
     std::snprintf(line, sizeof line, "  R1 %.4g", *r.r1_penalty);
+    text += line;
+  }
+  if (r.cr_penalty) {
+    std::snprintf(line, sizeof line, "  CR %.4g", *r.cr_penalty);
     text += line;
   }
   message(text);

@@ -19,6 +19,7 @@ struct LogRecord {
   double lr_g = 0, lr_d = 0;  // the learning rates of the last step (optim.schedule)
   std::optional<double> fake_mean, fake_std;  // gaussian1d only
   std::optional<double> r1_penalty;  // train.r1_gamma: mean ||grad_x D(x)||^2 on the reals
+  std::optional<double> cr_penalty;  // train.cr_weight: mean consistency penalty, reals' and fakes' summed
 };
 
 class Reporter {

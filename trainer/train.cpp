@@ -651,6 +651,11 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
     return uniform_table(seed, random::kAugment, draw, first, local_batch,
                          images * kAugmentDraws, pinned);
   };
+  // train.cr_weight's translations of a D update's reals and fakes, keyed per global sample too.
+  auto consistency_draws = [&](int64_t draw) {
+    if (config.train.cr_weight == 0) return torch::Tensor();
+    return uniform_table(seed, random::kConsistency, draw, first, local_batch, 2 * kAugmentDraws, pinned);
+  };
   // model.mlp.d_dropout's uniforms, keyed per global sample like train.augment's.
   const int64_t d_draws = gan->models().d_draws;
   auto dropout_draws = [&](int64_t draw, int64_t images) {
@@ -671,7 +676,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                                  uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned),
                                  augment_draws(draw, 2),
                                  /*r1=*/(step * d_steps + k) % config.train.r1_every == 0, dropout_draws(draw, 2),
-                                 stream->labels()),
+                                 stream->labels(), consistency_draws(draw)),
                    "D", step + 1);
     }
     const int64_t g_draw = step * (d_steps + 1) + d_steps;
@@ -717,6 +722,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       r.lr_g = learning_rate(gan->g_optimizer());
       r.lr_d = learning_rate(gan->d_optimizer());
       if (s[kR1Count] > 0) r.r1_penalty = s[kR1Sum] / s[kR1Count];
+      if (s[kCRCount] > 0) r.cr_penalty = s[kCRSum] / s[kCRCount];
       if (!images) {
         const double mean = s[kFakeSum] / s[kFakeCount];
         r.fake_mean = mean;

@@ -58,6 +58,7 @@ void record_log_step(monitoring::JobMetrics* job, GanStep& gan, comm::Communicat
   s.discriminator_score = {r.d_real, r.d_fake};
   s.images_per_second = r.img_per_s;
   s.r1_penalty = r.r1_penalty;
+  s.cr_penalty = r.cr_penalty;
   job->record(s);
   const size_t n = monitoring::JobMetrics::discriminator_output_buckets().size() + 1;
   const double* c = counts.data_ptr<double>();
