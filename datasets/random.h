@@ -22,7 +22,7 @@ enum Stream : uint64_t {
   kAugment = 9,     // train.augment's translations and cutouts
   kDropout = 10,    // model.mlp.d_dropout's masks
   kFakeLabel = 11,  // a conditional G's labels in its updates
-  kConsistency = 12,  // train.cr_weight's translations
+  kCrShift = 12,      // train.cr_weight's translations
 };
 
 inline uint64_t mix64(uint64_t x) {

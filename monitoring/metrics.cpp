@@ -218,7 +218,7 @@ void JobMetrics::record(const JobSample& s) {
                "latest log interval that had one (train.r1_gamma)")
         .Set(*s.r1_penalty);
   if (s.cr_penalty)
-    gauge_once(cr_penalty_, "gantry_consistency_penalty",
+    gauge_once(cr_penalty_, "gantry_cr_penalty",
                "Mean consistency penalty (D's logits on translated images against the same images, reals' and "
                "fakes' squared differences summed) over the latest log interval's D updates (train.cr_weight)")
         .Set(*s.cr_penalty);

@@ -145,7 +145,7 @@ check("the dashboard has PromQL expressions", len(panel_exprs) >= 10, len(panel_
 for e in panel_exprs:
     if "gantry_frechet_distance" in e:  # only with eval.frechet_every (tests/eval_e2e.sh scrapes it)
         continue
-    if "gantry_consistency_penalty" in e:  # only with train.cr_weight, which gaussian1d cannot translate
+    if "gantry_cr_penalty" in e:  # only with train.cr_weight, which gaussian1d cannot translate
         continue                           # (tests/test_monitoring.cpp checks the gauge)
     q = e.replace("$__rate_interval", "15s").replace("$run", run)
     r = query(q)

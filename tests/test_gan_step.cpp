@@ -707,24 +707,26 @@ INSTANTIATE_TEST_SUITE_P(Augment, GanStepR1,
 // by those draws (up to train.cr_shift pixels) and on the images themselves, reals' and fakes'
 // terms summed, computed by hand from a fresh copy of the same models; the penalty is logged on
 // its own and D's reported loss leaves it out. Parameters: architecture (dcgan, whose BatchNorm D
-// scores reals and fakes in separate passes | mlp, one pass for both) and train.augment (the
-// translation applies on top of what D sees).
+// scores each batch in a pass of its own | spectral, a DCGAN D that scores all four batches in one
+// pass, and so with one power iteration | mlp, one pass too) and train.augment (the translation
+// applies on top of what D sees).
 class GanStepConsistency : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(GanStepConsistency, AddsTheWeightedPenaltysGradientToDsUpdate) {
   auto comm = comm::make_mpi_communicator(*g_runtime);
   const auto& [arch, augment] = GetParam();
   Config c = arch == "mlp" ? gantry::testing::small_mlp_config("hinge") : gantry::testing::small_dcgan_config("hinge");
+  if (arch == "spectral") c.model.dcgan.d_norm = "spectral";
   c.train.augment = augment;
   c.train.cr_weight = 0.7;
   c.train.cr_shift = 3;
   const DUpdateInputs in = d_update_inputs(c);  // named, not bound: C++17 lambdas cannot capture bindings
   const torch::Tensor &real = in.real, &z = in.z, &mix = in.mix, &draws = in.draws;
   const AugmentPolicy policy = in.policy;
-  const torch::Tensor shifts = uniform_table(1, random::kConsistency, 0, 0, 6, 2 * kAugmentDraws);
-  auto d_gradient_and_stats = [&](const torch::Tensor& consistency) {
+  const torch::Tensor shifts = uniform_table(1, random::kCrShift, 0, 0, 6, 2 * kAugmentDraws);
+  auto d_gradient_and_stats = [&](const torch::Tensor& cr_shifts) {
     GanStep step(make_models(c, {1, 28, 28}), c, *comm);
-    EXPECT_TRUE(step.d_update(real, z, mix, draws, /*r1=*/false, {}, {}, consistency));
+    EXPECT_TRUE(step.d_update(real, z, mix, draws, /*r1=*/false, {}, {}, cr_shifts));
     return std::pair{gradients(*step.models().d), step.take_stats()};
   };
   const DUpdateResult plain = d_gradient_and_stats(torch::Tensor()), regularized = d_gradient_and_stats(shifts);
@@ -743,15 +745,21 @@ TEST_P(GanStepConsistency, AddsTheWeightedPenaltysGradientToDsUpdate) {
     return diff_augment(x, shifts.slice(1, k * kAugmentDraws, (k + 1) * kAugmentDraws), shift);
   };
   const torch::Tensor real_seen = seen(real, 0), fake_seen = seen(fake, 1);
-  const torch::Tensor penalty =
-      (fresh.discriminate(shifted(real_seen, 0), {}) - fresh.discriminate(real_seen, {})).square().mean() +
-      (fresh.discriminate(shifted(fake_seen, 1), {}) - fresh.discriminate(fake_seen, {})).square().mean();
+  const std::vector<torch::Tensor> batches{real_seen, fake_seen, shifted(real_seen, 0), shifted(fake_seen, 1)};
+  std::vector<torch::Tensor> logits;
+  if (fresh.d_per_sample) {
+    logits = fresh.discriminate(torch::cat(batches), {}).chunk(4);
+  } else {
+    for (const auto& b : batches) logits.push_back(fresh.discriminate(b, {}));
+  }
+  EXPECT_EQ(fresh.d_per_sample, arch != "dcgan");
+  const torch::Tensor penalty = (logits[2] - logits[0]).square().mean() + (logits[3] - logits[1]).square().mean();
   EXPECT_GT(penalty.item<double>(), 1e-6);
   expect_penalty_added(plain, regularized, penalty, 0.7, fresh.d->parameters(), kCRSum, kCRCount);
 }
 
 INSTANTIATE_TEST_SUITE_P(Augment, GanStepConsistency,
-                         ::testing::Combine(::testing::Values("dcgan", "mlp"),
+                         ::testing::Combine(::testing::Values("dcgan", "spectral", "mlp"),
                                             ::testing::Values("none", "translation,cutout")),
                          arch_and_augment);
 

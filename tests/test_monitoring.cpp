@@ -230,12 +230,12 @@ TEST(JobMetrics, StatisticsHistogramCheckpointsAndBuildInfo) {
   EXPECT_EQ(type_of(all, "gantry_r1_penalty"), MetricType::Gauge);
   EXPECT_EQ(metric(all, "gantry_r1_penalty").gauge.value, 0.375);
   // train.cr_weight's penalty likewise, on its own series.
-  EXPECT_EQ(named("gantry_consistency_penalty"), 0);
+  EXPECT_EQ(named("gantry_cr_penalty"), 0);
   s.cr_penalty = 0.125;
   job.record(s);
   all = registry.Collect();
-  EXPECT_EQ(type_of(all, "gantry_consistency_penalty"), MetricType::Gauge);
-  EXPECT_EQ(metric(all, "gantry_consistency_penalty").gauge.value, 0.125);
+  EXPECT_EQ(type_of(all, "gantry_cr_penalty"), MetricType::Gauge);
+  EXPECT_EQ(metric(all, "gantry_cr_penalty").gauge.value, 0.125);
   EXPECT_EQ(metric(all, "gantry_r1_penalty").gauge.value, 0.375);
 }
 

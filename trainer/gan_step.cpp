@@ -241,7 +241,7 @@ torch::Tensor GanStep::score(const torch::Tensor& x, const torch::Tensor& labels
 
 UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tensor& z_in, const torch::Tensor& penalty_mix_in,
                                 const torch::Tensor& augment, bool r1, const torch::Tensor& dropout_in,
-                                const torch::Tensor& labels_in, const torch::Tensor& consistency_in) {
+                                const torch::Tensor& labels_in, const torch::Tensor& cr_shifts_in) {
   const auto t0 = Clock::now();
   // From pinned host memory these copies are asynchronous (a no-op on the CPU).
   const torch::Tensor unaugmented = real_in.to(device_, /*non_blocking=*/true);
@@ -252,20 +252,28 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
   const torch::Tensor labels = device_of(labels_in);
   const torch::Tensor real_draws = draws_for(dropout, 0), fake_draws = draws_for(dropout, 1);
   const std::vector<torch::Tensor> buffers = snapshot_buffers();
-  // D's logits (fp32, whatever the forward passes ran in) on real images r and fakes f, both of
-  // the batch's labels.
-  auto logits_of = [&](const torch::Tensor& r, const torch::Tensor& f) {
-    if (!models_.d_per_sample) {
-      return std::pair{score(r, labels, real_draws).to(torch::kFloat32), score(f, labels, fake_draws).to(torch::kFloat32)};
+  // D's logits (fp32, whatever the forward passes ran in) on each of `batches`, alternately reals
+  // and fakes of the batch's labels (fakes are drawn for the real labels), all of one size.
+  auto logits_of = [&](const std::vector<torch::Tensor>& batches) {
+    std::vector<torch::Tensor> out;
+    if (!models_.d_per_sample) {  // BatchNorm normalises each batch by its own statistics
+      for (size_t i = 0; i < batches.size(); ++i)
+        out.push_back(score(batches[i], labels, i % 2 == 0 ? real_draws : fake_draws).to(torch::kFloat32));
+      return out;
     }
-    // One forward over both halves (bench/RESULTS.md: the MLP's D update gains from the larger
-    // matrix products). f may be bf16 under autocast: widening it is exact.
-    const torch::Tensor logits =
-        score(torch::cat({r, f.to(r.scalar_type())}),
-              labels.defined() ? torch::cat({labels, labels}) : labels,  // fakes drawn for the real labels
-              real_draws.defined() ? torch::cat({real_draws, fake_draws}) : real_draws)
-            .to(torch::kFloat32);
-    return std::pair{logits.slice(0, 0, r.size(0)), logits.slice(0, r.size(0))};
+    // One forward over all of them (bench/RESULTS.md: the MLP's D update gains from the larger
+    // matrix products; a spectral D runs one power iteration for all). Fakes may be bf16 under
+    // autocast: widening them is exact.
+    const auto n = static_cast<int64_t>(batches.size());
+    std::vector<torch::Tensor> images, draws;
+    for (int64_t i = 0; i < n; ++i) {
+      images.push_back(batches[i].to(batches[0].scalar_type()));
+      draws.push_back(i % 2 == 0 ? real_draws : fake_draws);
+    }
+    const torch::Tensor logits = score(torch::cat(images), labels.defined() ? labels.repeat({n}) : labels,
+                                       real_draws.defined() ? torch::cat(draws) : real_draws)
+                                     .to(torch::kFloat32);
+    return logits.chunk(n);
   };
   torch::Tensor fake, real_logits, fake_logits, consistency_penalty;
   {
@@ -281,18 +289,20 @@ UpdateOutcome GanStep::d_update(const torch::Tensor& real_in, const torch::Tenso
     }
     real = seen_by_d(real, augment, 0);
     clear_grads(*d_opt_);
-    // Losses in fp32 whatever the forward passes ran in.
-    std::tie(real_logits, fake_logits) = logits_of(real, fake);
-    if (train_.cr_weight > 0 && consistency_in.defined()) {
-      // bCR: D's logits on the same images translated should match its logits on them. Both sides
-      // carry gradient, as in Zhao et al.'s penalty.
-      const torch::Tensor u = consistency_in.to(device_, /*non_blocking=*/true);
+    std::vector<torch::Tensor> batches{real, fake};
+    const bool cr = train_.cr_weight > 0 && cr_shifts_in.defined();
+    if (cr) {  // bCR: the same images translated, scored beside them
+      const torch::Tensor u = cr_shifts_in.to(device_, /*non_blocking=*/true);
       const AugmentPolicy shift{/*translation=*/true, /*cutout=*/false, train_.cr_shift};
-      const auto [real_shifted, fake_shifted] =
-          logits_of(diff_augment(real, u.slice(1, 0, kAugmentDraws), shift),
-                    diff_augment(fake, u.slice(1, kAugmentDraws, 2 * kAugmentDraws), shift));
-      consistency_penalty = (real_shifted - real_logits).square().mean() + (fake_shifted - fake_logits).square().mean();
+      batches.push_back(diff_augment(real, u.slice(1, 0, kAugmentDraws), shift));
+      batches.push_back(diff_augment(fake, u.slice(1, kAugmentDraws, 2 * kAugmentDraws), shift));
     }
+    const std::vector<torch::Tensor> logits = logits_of(batches);
+    real_logits = logits[0];
+    fake_logits = logits[1];
+    // D's logits on the translated images should match its logits on them. Both sides carry
+    // gradient, as in Zhao et al.'s penalty.
+    if (cr) consistency_penalty = (logits[2] - real_logits).square().mean() + (logits[3] - fake_logits).square().mean();
   }
   torch::Tensor loss = discriminator_loss(loss_, real_logits, fake_logits);
   torch::Tensor reported = loss;

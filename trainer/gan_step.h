@@ -81,7 +81,7 @@ class GanStep {
   // With D's dropout (models' d_draws > 0), `dropout` holds its uniforms, laid out like
   // `augment`'s: [n, 2 * d_draws] for a D update (real's, then fake's), [n, d_draws] for a G update.
   // Undefined: LibTorch's own dropout draws them.
-  // With train.cr_weight, `consistency` holds the uniforms of bCR's translations (trainer/augment.h,
+  // With train.cr_weight, `cr_shifts` holds the uniforms of bCR's translations (trainer/augment.h,
   // by up to train.cr_shift pixels): [n, 2 * kAugmentDraws], real's then fake's, applied on top of
   // what D sees. Undefined: no consistency penalty.
   // labels: for a conditional GAN (models' classes > 0), [n] class indices (int64, on the host).
@@ -91,7 +91,7 @@ class GanStep {
   UpdateOutcome d_update(const torch::Tensor& real, const torch::Tensor& z, const torch::Tensor& penalty_mix,
                          const torch::Tensor& augment = torch::Tensor(), bool r1 = false,
                          const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor(),
-                         const torch::Tensor& consistency = torch::Tensor());
+                         const torch::Tensor& cr_shifts = torch::Tensor());
   UpdateOutcome g_update(const torch::Tensor& z, const torch::Tensor& augment = torch::Tensor(),
                          const torch::Tensor& dropout = torch::Tensor(), const torch::Tensor& labels = torch::Tensor());
   // train.reuse_fakes: the next D update keeps its fakes with G's graph (G's forward pass runs with

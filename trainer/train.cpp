@@ -652,9 +652,9 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                          images * kAugmentDraws, pinned);
   };
   // train.cr_weight's translations of a D update's reals and fakes, keyed per global sample too.
-  auto consistency_draws = [&](int64_t draw) {
+  auto cr_shift_draws = [&](int64_t draw) {
     if (config.train.cr_weight == 0) return torch::Tensor();
-    return uniform_table(seed, random::kConsistency, draw, first, local_batch, 2 * kAugmentDraws, pinned);
+    return uniform_table(seed, random::kCrShift, draw, first, local_batch, 2 * kAugmentDraws, pinned);
   };
   // model.mlp.d_dropout's uniforms, keyed per global sample like train.augment's.
   const int64_t d_draws = gan->models().d_draws;
@@ -676,7 +676,7 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
                                  uniform_rows(seed, random::kPenaltyMix, draw, first, local_batch, pinned),
                                  augment_draws(draw, 2),
                                  /*r1=*/(step * d_steps + k) % config.train.r1_every == 0, dropout_draws(draw, 2),
-                                 stream->labels(), consistency_draws(draw)),
+                                 stream->labels(), cr_shift_draws(draw)),
                    "D", step + 1);
     }
     const int64_t g_draw = step * (d_steps + 1) + d_steps;
