@@ -17,6 +17,8 @@
 
 #include "monitoring/exporter.h"
 #include "monitoring/metrics.h"
+#include "tests/small_models.h"
+#include "trainer/augment.h"
 #include "trainer/latent.h"
 #include "trainer/training_metrics.h"
 
@@ -85,6 +87,21 @@ Config gaussian_config() {
   c.optim.g.lr = 1e-3;
   c.optim.d.lr = 3e-4;
   return c;
+}
+
+// The line the reporter writes to log.jsonl for `r`, read back as JSON.
+nlohmann::json logged_line(const LogRecord& r) {
+  const fs::path dir = fs::temp_directory_path() / ("gantry-test-monitoring-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  {
+    Reporter reporter(true, dir.string(), 1);
+    reporter.log(r);
+  }
+  std::ifstream in(dir / "log.jsonl");
+  std::string line;
+  std::getline(in, line);
+  fs::remove_all(dir);
+  return nlohmann::json::parse(line);  // throws on an empty line: nothing was logged
 }
 
 }  // namespace
@@ -260,26 +277,10 @@ TEST(TrainingMetrics, OneStepMatchesTheLog) {
   torch::Tensor stats = gan.take_stats();
   record_nonfinite(rank, stats);
   comm->all_reduce(stats, comm::ReduceOp::kSum);
-  const auto s = stats.accessor<double, 1>();
-  LogRecord r;
-  r.step = 1;
-  r.d_loss = s[kDLossSum] / s[kDUpdates];
-  r.g_loss = s[kGLossSum] / s[kGUpdates];
-  r.d_real = s[kDRealSum] / s[kDUpdates];
-  r.d_fake = s[kDFakeSum] / s[kDUpdates];
+  LogRecord r = interval_statistics(stats, 1, /*images=*/false);
   r.img_per_s = 100;
-  const fs::path dir = fs::temp_directory_path() / ("gantry-test-monitoring-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  {
-    Reporter reporter(true, dir.string(), 1);
-    reporter.log(r);
-  }
+  const nlohmann::json logged = logged_line(r);
   record_log_step(&job, gan, *comm, r);
-  std::ifstream in(dir / "log.jsonl");
-  std::string line;
-  ASSERT_TRUE(std::getline(in, line));
-  const auto logged = nlohmann::json::parse(line);
-  fs::remove_all(dir);
 
   const Families all = registry.Collect();
   EXPECT_EQ(metric(all, "gantry_loss", "network", "discriminator").gauge.value, logged["d_loss"].get<double>());
@@ -314,6 +315,43 @@ TEST(TrainingMetrics, OneStepMatchesTheLog) {
   for (const char* phase : {"d_forward_backward", "g_forward_backward", "optimizer"})
     EXPECT_GT(metric(all, "gantry_step_phase_seconds", "phase", phase).histogram.sample_sum, 0) << phase;
   EXPECT_EQ(metric(all, "gantry_nonfinite_total", "network", "discriminator").counter.value, 0);
+}
+
+// A D update with both of D's penalties (R1 on the reals, bCR's consistency) on the small DCGAN: the
+// logged penalties are the means the step accumulated, and the gauges hold exactly what was logged.
+TEST(TrainingMetrics, PenaltiesMatchTheLog) {
+  auto comm = comm::make_mpi_communicator(*g_runtime);
+  Config c = gantry::testing::small_dcgan_config("hinge");
+  c.model.dcgan.d_norm = "spectral";
+  c.train.r1_gamma = 0.5;
+  c.train.cr_weight = 2;
+  c.train.cr_shift = 3;
+  GanStep gan(make_models(c, {1, 28, 28}), c, *comm);
+  prometheus::Registry registry;
+  monitoring::JobMetrics job(registry, {"v", "d"});
+  constexpr int64_t kBatch = 6;
+  const torch::Tensor real = latent_rows(7, random::kLatent, 0, 0, kBatch, 784).tanh().view({kBatch, 1, 28, 28});
+  const torch::Tensor z = latent_rows(1, random::kLatent, 0, 0, kBatch, 8);
+  const torch::Tensor shifts = uniform_table(1, random::kCrShift, 0, 0, kBatch, 2 * kAugmentDraws);
+  ASSERT_TRUE(gan.d_update(real, z, uniform_rows(1, random::kPenaltyMix, 0, 0, kBatch), {}, /*r1=*/true, {}, {}, shifts));
+  ASSERT_TRUE(gan.g_update(z));
+  torch::Tensor stats = gan.take_stats();
+  comm->all_reduce(stats, comm::ReduceOp::kSum);
+  const LogRecord r = interval_statistics(stats, 1, /*images=*/true);
+  const auto s = stats.accessor<double, 1>();
+  ASSERT_TRUE(r.r1_penalty && r.cr_penalty);
+  EXPECT_EQ(*r.r1_penalty, s[kR1Sum] / s[kR1Count]);
+  EXPECT_EQ(*r.cr_penalty, s[kCRSum] / s[kCRCount]);
+  EXPECT_GT(*r.r1_penalty, 0);
+  EXPECT_GT(*r.cr_penalty, 0);
+  EXPECT_FALSE(r.fake_mean);  // images: no 1-D fake statistics
+
+  const nlohmann::json logged = logged_line(r);
+  record_log_step(&job, gan, *comm, r);
+  const Families all = registry.Collect();
+  EXPECT_EQ(metric(all, "gantry_r1_penalty").gauge.value, logged["r1_penalty"].get<double>());
+  EXPECT_EQ(metric(all, "gantry_cr_penalty").gauge.value, logged["cr_penalty"].get<double>());
+  EXPECT_EQ(logged["cr_penalty"].get<double>(), *r.cr_penalty);
 }
 
 TEST(TrainingMetrics, NonFiniteLossesAreCounted) {

@@ -703,31 +703,17 @@ void train(const Config& config, comm::Runtime& runtime, const std::string& resu
       torch::Tensor stats = gan->take_stats();
       if (metrics.rank) record_nonfinite(*metrics.rank, stats);  // this rank's own, before the all-reduce
       comm->all_reduce(stats, comm::ReduceOp::kSum);
-      stats = stats.cpu();
       torch::Tensor data_wait = torch::tensor({stream->take_wait_seconds()}, torch::kFloat64);
       comm->all_reduce(data_wait, comm::ReduceOp::kAverage);
-      const auto s = stats.accessor<double, 1>();
       const auto now = Clock::now();
       const double seconds = std::chrono::duration<double>(now - last_log).count();
-      LogRecord r;
-      r.step = done;
+      LogRecord r = interval_statistics(stats, done, images);
       r.epoch = stream->position().epoch;
-      r.d_loss = s[kDLossSum] / s[kDUpdates];
-      r.g_loss = s[kGLossSum] / s[kGUpdates];
-      r.d_real = s[kDRealSum] / s[kDUpdates];
-      r.d_fake = s[kDFakeSum] / s[kDUpdates];
       r.data_wait_s = data_wait.item<double>() / static_cast<double>(done - last_log_step);
       data_wait_total += data_wait.item<double>();
       r.img_per_s = static_cast<double>((done - last_log_step) * d_steps * config.train.batch_size) / seconds;
       r.lr_g = learning_rate(gan->g_optimizer());
       r.lr_d = learning_rate(gan->d_optimizer());
-      if (s[kR1Count] > 0) r.r1_penalty = s[kR1Sum] / s[kR1Count];
-      if (s[kCRCount] > 0) r.cr_penalty = s[kCRSum] / s[kCRCount];
-      if (!images) {
-        const double mean = s[kFakeSum] / s[kFakeCount];
-        r.fake_mean = mean;
-        r.fake_std = std::sqrt(std::max(0.0, s[kFakeSqSum] / s[kFakeCount] - mean * mean));
-      }
       reporter->log(r);
       if (metrics.rank) record_log_step(metrics.job.get(), *gan, *comm, r);
       last_log = now;

@@ -2,6 +2,7 @@
 #include "trainer/training_metrics.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace gantry {
 
@@ -43,6 +44,25 @@ torch::Tensor discriminator_output_counts(const GanStep& gan) {
     parts.push_back(v.sum().reshape({1}));
   }
   return torch::cat(parts);
+}
+
+LogRecord interval_statistics(const torch::Tensor& summed_stats, int64_t step, bool images) {
+  const torch::Tensor host = summed_stats.to(torch::kCPU, torch::kFloat64);
+  const auto s = host.accessor<double, 1>();
+  LogRecord r;
+  r.step = step;
+  r.d_loss = s[kDLossSum] / s[kDUpdates];
+  r.g_loss = s[kGLossSum] / s[kGUpdates];
+  r.d_real = s[kDRealSum] / s[kDUpdates];
+  r.d_fake = s[kDFakeSum] / s[kDUpdates];
+  if (s[kR1Count] > 0) r.r1_penalty = s[kR1Sum] / s[kR1Count];
+  if (s[kCRCount] > 0) r.cr_penalty = s[kCRSum] / s[kCRCount];
+  if (!images) {
+    const double mean = s[kFakeSum] / s[kFakeCount];
+    r.fake_mean = mean;
+    r.fake_std = std::sqrt(std::max(0.0, s[kFakeSqSum] / s[kFakeCount] - mean * mean));
+  }
+  return r;
 }
 
 void record_log_step(monitoring::JobMetrics* job, GanStep& gan, comm::Communicator& comm, const LogRecord& r) {

@@ -36,6 +36,11 @@ void record_nonfinite(monitoring::RankMetrics& rank, const torch::Tensor& local_
 // buckets, then +Inf) and their sum; real, then fake. Summed across ranks: the global batch's.
 torch::Tensor discriminator_output_counts(const GanStep& gan);
 
+// The statistics of a log interval, as logged: GanStep's statistics summed over the interval and
+// across ranks (take_stats(), all-reduced) become mean losses, D scores and penalties (those the
+// interval computed), and, for data that are not images, the mean and std of the fakes.
+LogRecord interval_statistics(const torch::Tensor& summed_stats, int64_t step, bool images);
+
 // At a log step: all-reduces D's output counts (collective: every rank calls it) and, where `job`
 // is set (rank 0), records the logged statistics `r` with learning rates and gradient norms.
 void record_log_step(monitoring::JobMetrics* job, GanStep& gan, comm::Communicator& comm, const LogRecord& r);
