@@ -49,8 +49,9 @@ void expect_all_close(const std::vector<torch::Tensor>& actual, const std::vecto
 // A regularized D update against the same update without the penalty (each: D's gradients and
 // the step's statistics): its gradient is the plain one plus `scale` times the penalty's, taken
 // by hand at the same weights (a weight the penalty does not reach gets none), the penalty is
-// counted in slots `sum` and `count`, and D's reported loss leaves it out (to float32 rounding). atol: the float32
-// rounding allowed between the update's one backward and the hand-made sum of two gradients.
+// counted in slots `sum` and `count`, and D's reported loss leaves it out (to float32 rounding).
+// atol: the float32 rounding allowed between the update's one backward and the hand-made sum of
+// two gradients.
 using DUpdateResult = std::pair<std::vector<torch::Tensor>, torch::Tensor>;
 void expect_penalty_added(const DUpdateResult& plain, const DUpdateResult& regularized, const torch::Tensor& penalty,
                           double scale, const std::vector<torch::Tensor>& params, StatSlot sum, StatSlot count,

@@ -1,6 +1,7 @@
 // Implements: the glue between training and monitoring/: one step's sample from GanStep's phase
-// times, this rank's non-finite counts from its local statistics, and the job's metrics at a log
-// step (losses and D scores as logged, learning rates, gradient norms, D's output histogram).
+// times, this rank's non-finite counts from its local statistics, a log interval's statistics as
+// logged, and the job's metrics at a log step (losses and D scores as logged, learning rates,
+// gradient norms, D's output histogram).
 #pragma once
 
 #include <chrono>
